@@ -1,0 +1,60 @@
+"""The blob store protocol: where the bytes of each stored instance live.
+
+A blob store keeps opaque bytes under keys that the core chooses (random, URL-safe ASCII, at most
+128 characters, ``[A-Za-z0-9_-]`` and ``/``). It never interprets the bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from typing import Protocol, runtime_checkable
+
+import msgspec
+
+__all__ = ["BlobInfo", "BlobStore"]
+
+
+class BlobInfo(msgspec.Struct, frozen=True):
+    """What a completed :meth:`BlobStore.put` wrote."""
+
+    key: str
+    size: int
+
+
+@runtime_checkable
+class BlobStore(Protocol):
+    """Streamed, atomic storage of instance bytes.
+
+    Contract (checked by :class:`dicomweb_kit.testing.BlobStoreContract`):
+
+    * ``put`` consumes ``chunks`` to the end and only then makes the blob visible, all at once.
+      If iterating ``chunks`` raises (client went away, a limit was broken) or the task is
+      cancelled, nothing is left visible under ``key`` and a previous blob under ``key``
+      is untouched; the exception propagates.
+    * ``put`` over an existing key replaces it atomically.
+    * ``get`` streams ``[start, end)`` of the blob (``end=None``: to the end) in chunks of any
+      size; a missing key raises :class:`dicomweb_kit.errors.ResourceNotFound` when iteration starts.
+    * ``delete`` is idempotent: missing keys are ignored.
+    * Blocking I/O must not run on the event loop (use ``anyio.to_thread``).
+    * Backend failures surface as :class:`dicomweb_kit.errors.StorageUnavailable`.
+    """
+
+    async def put(self, key: str, chunks: AsyncIterable[bytes | memoryview], /) -> BlobInfo:
+        """Store everything ``chunks`` yields under ``key``, atomically; return its size."""
+        ...
+
+    def get(self, key: str, /, *, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        """Stream the bytes ``[start, end)`` of the blob under ``key``."""
+        ...
+
+    async def exists(self, key: str, /) -> bool:
+        """Whether a complete blob is stored under ``key``."""
+        ...
+
+    async def delete(self, keys: Sequence[str], /) -> None:
+        """Delete the blobs under ``keys``; missing ones are ignored."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release resources; called once from the kit's lifespan shutdown."""
+        ...
