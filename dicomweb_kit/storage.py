@@ -51,6 +51,10 @@ class BlobStore(Protocol):
         """Whether a complete blob is stored under ``key``."""
         ...
 
+    def iter_keys(self) -> AsyncIterator[str]:
+        """Every key with a complete blob, in any order (for consistency checks and sweeps)."""
+        ...
+
     async def delete(self, keys: Sequence[str], /) -> None:
         """Delete the blobs under ``keys``; missing ones are ignored."""
         ...

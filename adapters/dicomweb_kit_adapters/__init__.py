@@ -1,0 +1,1 @@
+"""Storage adapters for dicomweb-kit. Each backend is its own module, imported only when used."""

@@ -1,0 +1,83 @@
+"""dicomweb-kit: an embeddable, streaming DICOMweb (PS3.18) toolkit.
+
+The public API is this flat namespace; adapters (ours and third parties') import only from it.
+"""
+
+from __future__ import annotations
+
+from .errors import (
+    ConfigurationError,
+    Conflict,
+    DicomWebError,
+    InstanceRejected,
+    InvalidQuery,
+    InvalidRequest,
+    InvalidUid,
+    MalformedMultipart,
+    MethodNotAllowed,
+    NotAcceptable,
+    PayloadTooLarge,
+    ResourceNotFound,
+    StorageUnavailable,
+    UnsupportedMediaType,
+)
+from .index import AddOutcome, IndexCapabilities, InstanceIndex, InstanceRecord, MatchRow, Page
+from .kit import DicomWeb
+from .query.matching import instance_matches
+from .query.terms import (
+    Matcher,
+    Query,
+    RangeMatch,
+    SequenceMatch,
+    SingleValue,
+    Term,
+    UidList,
+    Universal,
+    Wildcard,
+)
+from .resources import Level, ResourceKey, validate_uid
+from .settings import Settings
+from .storage import BlobInfo, BlobStore
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AddOutcome",
+    "BlobInfo",
+    "BlobStore",
+    "ConfigurationError",
+    "Conflict",
+    "DicomWeb",
+    "DicomWebError",
+    "IndexCapabilities",
+    "InstanceIndex",
+    "InstanceRecord",
+    "InstanceRejected",
+    "InvalidQuery",
+    "InvalidRequest",
+    "InvalidUid",
+    "Level",
+    "MalformedMultipart",
+    "MatchRow",
+    "Matcher",
+    "MethodNotAllowed",
+    "NotAcceptable",
+    "Page",
+    "PayloadTooLarge",
+    "Query",
+    "RangeMatch",
+    "ResourceKey",
+    "ResourceNotFound",
+    "SequenceMatch",
+    "Settings",
+    "SingleValue",
+    "StorageUnavailable",
+    "Term",
+    "UidList",
+    "Universal",
+    "UnsupportedMediaType",
+    "Wildcard",
+    "__version__",
+    "instance_matches",
+    "validate_uid",
+]

@@ -1,0 +1,90 @@
+"""DicomWeb: one DICOMweb service built from a blob store, an instance index and settings."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
+
+from .errors import ConfigurationError
+from .index import InstanceIndex
+from .settings import Settings
+from .storage import BlobStore
+
+if TYPE_CHECKING:
+    from .web.types import ASGIApp
+
+__all__ = ["DicomWeb"]
+
+
+class DicomWeb:
+    """A DICOMweb service (STOW-RS, QIDO-RS, WADO-RS) over the adapters you give it.
+
+    Mount :attr:`app` anywhere in a Starlette or FastAPI app and run :attr:`lifespan` from the
+    host app (a mounted app's own lifespan is never run), or use ``async with kit:``::
+
+        kit = DicomWeb(blobs=MemoryBlobStore(), index=MemoryIndex())
+        app = Starlette(routes=[Mount("/dicom-web", app=kit.app)], lifespan=kit.lifespan)
+
+    Every URL the service returns (RetrieveURL, BulkDataURI) is built from the request's own
+    base URL, mount prefix included, so it can be followed as is.
+
+    Args:
+        blobs: where instance bytes are kept.
+        index: the records of stored instances, and query matching over them.
+        settings: limits and policies.
+
+    Raises:
+        ConfigurationError: an adapter does not implement its protocol.
+    """
+
+    def __init__(self, *, blobs: BlobStore, index: InstanceIndex, settings: Settings | None = None) -> None:
+        if not isinstance(blobs, BlobStore):
+            raise ConfigurationError(f"blobs must implement dicomweb_kit.BlobStore; {type(blobs).__name__} does not")
+        if not isinstance(index, InstanceIndex):
+            raise ConfigurationError(
+                f"index must implement dicomweb_kit.InstanceIndex; {type(index).__name__} does not"
+            )
+        self.blobs = blobs
+        self.index = index
+        self.settings = settings or Settings()
+        self._app: ASGIApp | None = None
+
+    @property
+    def app(self) -> ASGIApp:
+        """The ASGI application serving the DICOMweb resources at its root."""
+        if self._app is None:
+            from .web.app import create_app
+
+            self._app = create_app(self)
+        return self._app
+
+    @property
+    def lifespan(self) -> Callable[[Any], contextlib.AbstractAsyncContextManager[None]]:
+        """A lifespan for the host app: ``Starlette(lifespan=kit.lifespan)``."""
+
+        @contextlib.asynccontextmanager
+        async def lifespan(_app: Any) -> AsyncIterator[None]:
+            async with self:
+                yield
+
+        return lifespan
+
+    async def __aenter__(self) -> Self:
+        opener = getattr(self.index, "open", None)
+        if opener is not None:  # optional adapter hook: create tables, connect pools
+            await opener()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close both adapters."""
+        try:
+            await self.index.aclose()
+        finally:
+            await self.blobs.aclose()

@@ -1,0 +1,242 @@
+"""Ingest of one instance: stream it to the blob store, parse its header on the way, index it.
+
+Used by STOW-RS for each part (and by any other way of bringing instances in), so there is one
+path that decides what a stored instance is.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterable, AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import msgspec
+from pydicom.dataset import Dataset
+
+from .. import status_codes
+from ..codecs import dicom_json
+from ..codecs.part10 import HeaderIncomplete, NotPart10, Part10Header, has_part10_prefix, parse_header, to_part10
+from ..errors import InstanceRejected, PayloadTooLarge
+from ..index import InstanceRecord
+from ..resources import ResourceKey, validate_uid
+
+if TYPE_CHECKING:
+    from ..kit import DicomWeb
+
+__all__ = ["StoredInstance", "ingest_instance"]
+
+
+class StoredInstance(msgspec.Struct, frozen=True):
+    """An instance that is now stored (or was already, with ``on_duplicate="keep"``)."""
+
+    record: InstanceRecord
+    replaced: bool = False
+    already_stored: bool = False
+
+
+class _PrefixTee:
+    """Passes chunks through to the blob store while keeping the first bytes for the header parse."""
+
+    def __init__(self, chunks: AsyncIterable[bytes | memoryview], limit: int, max_bytes: int | None) -> None:
+        self._chunks = chunks
+        self._limit = limit
+        self._max_bytes = max_bytes
+        self.prefix = bytearray()
+        self.size = 0
+
+    async def __aiter__(self) -> AsyncIterator[bytes | memoryview]:
+        async for chunk in self._chunks:
+            self.size += len(chunk)
+            if self._max_bytes is not None and self.size > self._max_bytes:
+                raise PayloadTooLarge(f"an instance is larger than the limit of {self._max_bytes} bytes")
+            room = self._limit - len(self.prefix)
+            if room > 0:
+                self.prefix += chunk[:room]
+            yield chunk
+
+    @property
+    def complete_in_prefix(self) -> bool:
+        return self.size == len(self.prefix)
+
+
+async def ingest_instance(
+    kit: DicomWeb,
+    chunks: AsyncIterable[bytes | memoryview],
+    /,
+    *,
+    expected_study: str | None = None,
+) -> StoredInstance:
+    """Store one Part 10 instance streamed as ``chunks``.
+
+    The blob is written first, under a fresh random key; the index record is added only once
+    the blob is complete and the header valid, so a failure leaves nothing visible and the
+    blob is deleted.
+
+    Raises:
+        InstanceRejected: the instance was not stored; ``failure_reason`` says why (PS3.18 Table I.2-2).
+        PayloadTooLarge: the instance breaks ``max_part_bytes``.
+    """
+    settings = kit.settings
+    key = uuid.uuid4().hex
+    head, chunks = await _peek(chunks, 132)
+    if not has_part10_prefix(head):
+        chunks = await _repaired(chunks, settings.max_repair_bytes)
+    tee = _PrefixTee(chunks, settings.header_prefix_bytes, settings.max_part_bytes)
+    info = await kit.blobs.put(key, tee)
+    try:
+        header = await _read_header(kit, key, tee)
+        record = await anyio.to_thread.run_sync(_make_record, header, key, info.size, settings.bulk_data_threshold)
+        if expected_study is not None and record.study_uid != expected_study:
+            raise InstanceRejected(
+                f"Study Instance UID {record.study_uid} differs from the target study {expected_study}"
+                " (PS3.18 §10.5.1)",
+                failure_reason=status_codes.STUDY_INSTANCE_UID_MISMATCH,
+                sop_class_uid=record.sop_class_uid,
+                sop_instance_uid=record.instance_uid,
+            )
+        policy = settings.on_duplicate
+        outcome = await kit.index.add(record, on_existing="replace" if policy == "replace" else "keep")
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await kit.blobs.delete([key])
+        raise
+    if not outcome.stored:
+        await kit.blobs.delete([key])
+        if policy == "reject":
+            raise InstanceRejected(
+                f"SOP Instance {record.instance_uid} is already stored",
+                failure_reason=status_codes.DUPLICATE_SOP_INSTANCE,
+                sop_class_uid=record.sop_class_uid,
+                sop_instance_uid=record.instance_uid,
+            )
+        return StoredInstance(outcome.previous or record, already_stored=True)
+    if outcome.previous is not None:
+        await kit.blobs.delete([outcome.previous.blob_key])
+    return StoredInstance(record, replaced=outcome.previous is not None)
+
+
+async def _peek(
+    chunks: AsyncIterable[bytes | memoryview], size: int
+) -> tuple[bytes, AsyncIterator[bytes | memoryview]]:
+    """The first ``size`` bytes of ``chunks`` (fewer if it is shorter), and the whole stream again."""
+    iterator = aiter(chunks)
+    seen: list[bytes | memoryview] = []
+    length = 0
+    while length < size:
+        chunk = await anext(iterator, None)
+        if chunk is None:
+            break
+        seen.append(chunk)
+        length += len(chunk)
+
+    async def replay() -> AsyncIterator[bytes | memoryview]:
+        for chunk in seen:
+            yield chunk
+        async for chunk in iterator:
+            yield chunk
+
+    return b"".join(bytes(c) for c in seen)[:size], replay()
+
+
+async def _repaired(chunks: AsyncIterable[bytes | memoryview], limit: int) -> AsyncIterator[bytes]:
+    """A dataset sent without the Part 10 preamble, rewritten as a Part 10 file (in memory, bounded)."""
+    data = bytearray()
+    async for chunk in chunks:
+        data += chunk
+        if len(data) > limit:
+            raise PayloadTooLarge(f"an instance without the Part 10 preamble is larger than {limit} bytes")
+    try:
+        fixed = await anyio.to_thread.run_sync(to_part10, data)
+    except NotPart10 as exc:
+        raise _cannot_understand(str(exc)) from exc
+
+    async def one() -> AsyncIterator[bytes]:
+        yield fixed
+
+    return one()
+
+
+async def _read_header(kit: DicomWeb, key: str, tee: _PrefixTee) -> Part10Header:
+    try:
+        return await anyio.to_thread.run_sync(_parse, tee.prefix, tee.complete_in_prefix)
+    except HeaderIncomplete:
+        pass
+    if tee.complete_in_prefix:  # pragma: no cover - _parse with complete=True never asks for more
+        raise _cannot_understand("the file ends inside its header")
+    # A header longer than the kept prefix (rare: huge private or overlay data before the
+    # pixels): read the stored blob back, once.
+    whole = bytearray()
+    async for chunk in kit.blobs.get(key):
+        whole += chunk
+    return await anyio.to_thread.run_sync(_parse, whole, True)
+
+
+def _parse(prefix: bytearray, complete: bool) -> Part10Header:
+    try:
+        return parse_header(prefix, complete=complete)
+    except NotPart10 as exc:
+        raise _cannot_understand(str(exc)) from exc
+
+
+def _cannot_understand(message: str) -> InstanceRejected:
+    return InstanceRejected(message, failure_reason=status_codes.CANNOT_UNDERSTAND)
+
+
+def _make_record(header: Part10Header, key: str, size: int, bulk_data_threshold: int) -> InstanceRecord:
+    ds = header.dataset
+    sop_class = _required_uid(ds, "SOPClassUID", None)
+    sop_instance = _required_uid(ds, "SOPInstanceUID", sop_class)
+    meta_class = ds.file_meta.get("MediaStorageSOPClassUID")
+    if meta_class and str(meta_class) != sop_class:
+        raise InstanceRejected(
+            f"SOP Class UID {sop_class} differs from Media Storage SOP Class UID {meta_class} (PS3.10 §7.1)",
+            failure_reason=status_codes.DATASET_DOES_NOT_MATCH_SOP_CLASS,
+            sop_class_uid=sop_class,
+            sop_instance_uid=sop_instance,
+        )
+    study = _required_uid(ds, "StudyInstanceUID", sop_class, sop_instance)
+    series = _required_uid(ds, "SeriesInstanceUID", sop_class, sop_instance)
+    base = ResourceKey(study, series, sop_instance).path()
+    try:
+        attributes = dicom_json.dataset_to_json_dict(
+            ds,
+            bulk_data_uri=lambda path: f"{base}/bulkdata/{path}",
+            bulk_data_threshold=bulk_data_threshold,
+        )
+    except Exception as exc:
+        raise InstanceRejected(
+            f"cannot encode the header as DICOM JSON: {type(exc).__name__}: {exc}",
+            failure_reason=status_codes.CANNOT_UNDERSTAND,
+            sop_class_uid=sop_class,
+            sop_instance_uid=sop_instance,
+        ) from exc
+    if header.pixel_data_vr is not None:
+        # PS3.18 §F.2.7: Pixel Data is bulk data; its URI is the instance's frames resource's
+        # sibling, served by the bulkdata route.
+        attributes["7FE00010"] = {"vr": header.pixel_data_vr, "BulkDataURI": f"{base}/bulkdata/7FE00010"}
+    return InstanceRecord(
+        study_uid=study,
+        series_uid=series,
+        instance_uid=sop_instance,
+        sop_class_uid=sop_class,
+        transfer_syntax_uid=header.transfer_syntax_uid,
+        blob_key=key,
+        size=size,
+        metadata=msgspec.Raw(dicom_json.encode(attributes)),
+        attributes=attributes,
+    )
+
+
+def _required_uid(ds: Dataset, keyword: str, sop_class: str | None, sop_instance: str | None = None) -> str:
+    value: Any = ds.get(keyword)
+    try:
+        return validate_uid(str(value or ""), name=keyword)
+    except ValueError as exc:
+        why = "is missing" if not value else f"is not a valid UID: {str(value)[:70]!r}"
+        raise InstanceRejected(
+            f"{keyword} {why}",
+            failure_reason=status_codes.DATASET_DOES_NOT_MATCH_SOP_CLASS,
+            sop_class_uid=sop_class,
+            sop_instance_uid=sop_instance,
+        ) from exc

@@ -1,0 +1,150 @@
+"""STOW-RS: the Studies Store transaction (PS3.18 §10.5)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterable
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from .. import status_codes
+from ..codecs.multipart import MultipartLimits, parse_media_type, read_multipart
+from ..errors import DicomWebError, InstanceRejected, MalformedMultipart, PayloadTooLarge, UnsupportedMediaType
+from ..resources import ResourceKey
+from .ingest import StoredInstance, ingest_instance
+
+if TYPE_CHECKING:
+    from ..kit import DicomWeb
+
+__all__ = ["StoreOutcome", "store_instances"]
+
+log = logging.getLogger("dicomweb_kit.stow")
+
+_DICOM = "application/dicom"
+
+
+class StoreOutcome(msgspec.Struct):
+    """The result of one STOW-RS request, before it is rendered."""
+
+    stored: list[StoredInstance] = msgspec.field(default_factory=list)
+    failed: list[InstanceRejected] = msgspec.field(default_factory=list)
+    # Set when the body broke off after some instances were stored: they stay stored and the
+    # response says what happened in a Warning header.
+    body_error: str | None = None
+
+    @property
+    def http_status(self) -> int:
+        """PS3.18 §10.5.3: 200 all stored, 202 some failed (or a warning), 409 none stored."""
+        if not self.stored:
+            return 409
+        if self.failed or self.body_error:
+            return 202
+        return 200
+
+    def response_dataset(self, service_url: str, study: str | None) -> dict[str, Any]:
+        """The Store Instances Response Module (PS3.18 §10.5.3.1, Table 10.5.3-1) as DICOM JSON."""
+        studies = {s.record.study_uid for s in self.stored}
+        target = study or (next(iter(studies)) if len(studies) == 1 else None)
+        response: dict[str, Any] = {
+            # Type 2: empty when the stored instances span several studies.
+            "00081190": {"vr": "UR", "Value": [f"{service_url}/studies/{target}"]} if target else {"vr": "UR"},
+        }
+        if self.failed:
+            response["00081198"] = {"vr": "SQ", "Value": [_failed_item(f) for f in self.failed]}
+        if self.stored:
+            response["00081199"] = {"vr": "SQ", "Value": [_stored_item(s, service_url) for s in self.stored]}
+        return response
+
+
+def _failed_item(failure: InstanceRejected) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "00081150": _ui(failure.sop_class_uid),
+        "00081155": _ui(failure.sop_instance_uid),
+        "00081197": {"vr": "US", "Value": [failure.failure_reason]},
+    }
+    return item
+
+
+def _stored_item(stored: StoredInstance, service_url: str) -> dict[str, Any]:
+    record = stored.record
+    return {
+        "00081150": _ui(record.sop_class_uid),
+        "00081155": _ui(record.instance_uid),
+        "00081190": {"vr": "UR", "Value": [f"{service_url}/{record.key.path()}"]},
+    }
+
+
+def _ui(value: str | None) -> dict[str, Any]:
+    return {"vr": "UI", "Value": [value]} if value else {"vr": "UI"}
+
+
+def check_request_type(content_type: str | None) -> str:
+    """Validate the request's Content-Type (PS3.18 §10.5.1.2); return the multipart boundary."""
+    if not content_type:
+        raise UnsupportedMediaType('a STOW-RS request needs Content-Type: multipart/related; type="application/dicom"')
+    media_type, params = parse_media_type(content_type)
+    if media_type != "multipart/related":
+        raise UnsupportedMediaType(
+            f'STOW-RS accepts multipart/related; type="application/dicom", not {media_type or content_type!r}'
+        )
+    part_type = params.get("type", _DICOM).lower()
+    if part_type.split(";")[0].strip() != _DICOM:
+        # PS3.18 §10.5.1.2 also defines metadata + bulk data bodies (application/dicom+json or
+        # +xml parts); we accept Part 10 instances only and say so.
+        raise UnsupportedMediaType(f'STOW-RS here accepts type="application/dicom" parts only, not {part_type!r}')
+    boundary = params.get("boundary")
+    if not boundary:
+        raise MalformedMultipart("the multipart/related Content-Type has no boundary parameter")
+    return boundary
+
+
+async def store_instances(
+    kit: DicomWeb,
+    body: AsyncIterable[bytes],
+    content_type: str | None,
+    /,
+    *,
+    study: ResourceKey | None = None,
+) -> StoreOutcome:
+    """Store every instance of a multipart/related body, one part at a time.
+
+    Each part commits on its own: a bad part is reported in FailedSOPSequence and the others are
+    stored. A body that is malformed before any part was stored raises
+    :class:`MalformedMultipart` (400); after, the stored instances are kept and reported.
+    """
+    boundary = check_request_type(content_type)
+    settings = kit.settings
+    limits = MultipartLimits(
+        max_header_bytes=settings.max_part_header_bytes,
+        max_parts=settings.max_parts,
+        max_body_bytes=settings.max_request_bytes,
+    )
+    expected_study = study.study if study is not None else None
+    outcome = StoreOutcome()
+    try:
+        async for part in read_multipart(body, boundary, limits=limits):
+            part_type = (part.content_type or _DICOM).split(";")[0].strip().lower()
+            if part_type != _DICOM:
+                outcome.failed.append(
+                    InstanceRejected(
+                        f"a part of type {part_type!r} is not an application/dicom instance",
+                        failure_reason=status_codes.CANNOT_UNDERSTAND,
+                    )
+                )
+                continue  # the reader drains the unread part
+            try:
+                outcome.stored.append(await ingest_instance(kit, part.chunks(), expected_study=expected_study))
+            except InstanceRejected as rejected:
+                log.info("STOW-RS instance rejected: %s", rejected.message)
+                outcome.failed.append(rejected)
+            except PayloadTooLarge as too_large:  # max_part_bytes: this part only; the reader skips its rest
+                outcome.failed.append(InstanceRejected(too_large.message, failure_reason=status_codes.OUT_OF_RESOURCES))
+    except DicomWebError as exc:
+        # The body broke off (malformed, or over the body limit). Instances stored before stay
+        # stored, each having committed whole; without any, the error is the answer.
+        if not outcome.stored:
+            raise
+        outcome.body_error = exc.message
+        outcome.failed.append(InstanceRejected(exc.message, failure_reason=status_codes.CANNOT_UNDERSTAND))
+    return outcome

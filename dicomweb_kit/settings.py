@@ -1,0 +1,51 @@
+"""Settings of a DicomWeb kit: limits and policies, immutable once the kit is built."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+from .query.terms import DEFAULT_LIMIT
+
+__all__ = ["Settings"]
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    """Limits and policies of one DicomWeb kit.
+
+    Attributes:
+        max_request_bytes: largest STOW-RS body accepted (413 beyond it, also for a declared
+            Content-Length).
+        max_part_bytes: largest single instance in a STOW-RS body (``None``: only the body limit).
+        max_parts: most parts in one STOW-RS body.
+        max_part_header_bytes: largest header block of one part.
+        max_query_terms: most match keys in one QIDO-RS query.
+        qido_default_limit: rows returned when a query gives no ``limit``; PS3.18 §8.3.4.4 lets the
+            server cap results, and a Warning header says when more rows exist.
+        qido_max_limit: the cap on ``limit``.
+        bulk_data_threshold: binary values longer than this are BulkDataURIs in metadata
+            responses (PS3.18 §F.2.7), shorter ones InlineBinary.
+        on_duplicate: what STOW-RS does with a SOP Instance UID that is already stored:
+            ``"keep"`` the stored one and report success (a retried upload is harmless; Orthanc's
+            default), ``"replace"`` it atomically, or ``"reject"`` the new one with Failure Reason
+            0x0111.
+        header_prefix_bytes: how much of each instance STOW-RS keeps in memory while streaming it
+            to the blob store, to parse its header without reading the file twice. Headers longer
+            than this are read back from the blob store.
+        max_repair_bytes: largest instance that STOW-RS accepts without the Part 10 preamble and
+            rewrites as a Part 10 file in memory (some clients, dicomweb-client among them, send
+            such datasets).
+    """
+
+    max_request_bytes: int = 8 << 30
+    max_part_bytes: int | None = None
+    max_parts: int = 10_000
+    max_part_header_bytes: int = 16 << 10
+    max_query_terms: int = 100
+    qido_default_limit: int = DEFAULT_LIMIT
+    qido_max_limit: int = DEFAULT_LIMIT
+    bulk_data_threshold: int = 1024
+    on_duplicate: Literal["keep", "replace", "reject"] = "keep"
+    header_prefix_bytes: int = 4 << 20
+    max_repair_bytes: int = 512 << 20

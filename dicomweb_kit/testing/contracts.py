@@ -1,0 +1,296 @@
+"""Contract suites every adapter must pass, unchanged: subclass and provide the fixture.
+
+``BlobStoreContract`` needs a ``blob_store`` fixture, ``InstanceIndexContract`` an
+``instance_index`` fixture (a fresh, empty index per test). Tests run under anyio: the test
+module needs an ``anyio_backend`` fixture (``"asyncio"``) or the anyio pytest plugin defaults.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import pytest
+
+from ..errors import ResourceNotFound
+from ..index import InstanceIndex, InstanceRecord
+from ..query.matching import instance_matches
+from ..query.qido_params import parse_qido
+from ..resources import Level, ResourceKey
+from ..storage import BlobStore
+from .datasets import make_dataset, make_record
+
+__all__ = ["BlobStoreContract", "InstanceIndexContract"]
+
+pytestmark = pytest.mark.anyio
+
+
+async def _chunks(*pieces: bytes) -> AsyncIterator[bytes]:
+    for piece in pieces:
+        yield piece
+
+
+async def _read(store: BlobStore, key: str, **kw: Any) -> bytes:
+    return b"".join([bytes(c) async for c in store.get(key, **kw)])
+
+
+class _Broken(Exception):
+    pass
+
+
+async def _broken_after(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+    raise _Broken
+
+
+@pytest.mark.anyio
+class BlobStoreContract:
+    """What every :class:`~dicomweb_kit.BlobStore` does."""
+
+    async def test_is_a_blob_store(self, blob_store: BlobStore) -> None:
+        assert isinstance(blob_store, BlobStore)
+
+    async def test_put_then_get_returns_the_bytes(self, blob_store: BlobStore) -> None:
+        data = bytes(range(256)) * 4000
+        info = await blob_store.put("k1", _chunks(data[:1000], memoryview(data[1000:]).tobytes()))
+        assert (info.key, info.size) == ("k1", len(data))
+        assert await _read(blob_store, "k1") == data
+        assert await blob_store.exists("k1")
+
+    async def test_get_streams_a_byte_range(self, blob_store: BlobStore) -> None:
+        data = bytes(range(256)) * 10
+        await blob_store.put("range", _chunks(data))
+        assert await _read(blob_store, "range", start=10, end=300) == data[10:300]
+        assert await _read(blob_store, "range", start=2500) == data[2500:]
+        assert await _read(blob_store, "range", start=0, end=0) == b""
+
+    async def test_get_of_a_missing_key_is_not_found(self, blob_store: BlobStore) -> None:
+        with pytest.raises(ResourceNotFound):
+            await _read(blob_store, "missing")
+        assert not await blob_store.exists("missing")
+
+    async def test_a_failed_put_leaves_nothing(self, blob_store: BlobStore) -> None:
+        with pytest.raises(_Broken):
+            await blob_store.put("half", _broken_after(b"x" * 100_000))
+        assert not await blob_store.exists("half")
+
+    async def test_a_failed_put_keeps_the_previous_blob(self, blob_store: BlobStore) -> None:
+        await blob_store.put("same", _chunks(b"old"))
+        with pytest.raises(_Broken):
+            await blob_store.put("same", _broken_after(b"new"))
+        assert await _read(blob_store, "same") == b"old"
+
+    async def test_a_cancelled_put_leaves_nothing(self, blob_store: BlobStore) -> None:
+        async def slow() -> AsyncIterator[bytes]:
+            yield b"x" * 1000
+            await anyio.sleep(10)
+            yield b"never"
+
+        with anyio.move_on_after(0.1):
+            await blob_store.put("cancelled", slow())
+        assert not await blob_store.exists("cancelled")
+
+    async def test_put_replaces(self, blob_store: BlobStore) -> None:
+        await blob_store.put("r", _chunks(b"one"))
+        await blob_store.put("r", _chunks(b"two!"))
+        assert await _read(blob_store, "r") == b"two!"
+
+    async def test_keys_lists_complete_blobs_only(self, blob_store: BlobStore) -> None:
+        await blob_store.put("a", _chunks(b"1"))
+        await blob_store.put("b/c", _chunks(b"2"))
+        with pytest.raises(_Broken):
+            await blob_store.put("broken", _broken_after(b"3"))
+        assert sorted([key async for key in blob_store.iter_keys()]) == ["a", "b/c"]
+
+    async def test_delete_is_idempotent(self, blob_store: BlobStore) -> None:
+        await blob_store.put("d", _chunks(b"bytes"))
+        await blob_store.delete(["d", "never-stored"])
+        await blob_store.delete(["d"])
+        assert not await blob_store.exists("d")
+
+    async def test_empty_blob(self, blob_store: BlobStore) -> None:
+        info = await blob_store.put("empty", _chunks())
+        assert info.size == 0
+        assert await _read(blob_store, "empty") == b""
+
+
+STUDY_A, STUDY_B = "1.2.826.0.1.3680043.10.1", "1.2.826.0.1.3680043.10.2"
+SERIES_A1, SERIES_A2, SERIES_B1 = STUDY_A + ".1", STUDY_A + ".2", STUDY_B + ".1"
+
+
+def _record(study: str, series: str, instance: str, **attributes: Any) -> InstanceRecord:
+    ds = make_dataset(study=study, series=series, instance=instance, **attributes)
+    return make_record(ds, blob_key=f"blob-{instance}")
+
+
+async def _keys(index: InstanceIndex, scope: ResourceKey) -> list[str]:
+    return [r.instance_uid async for r in index.records(scope)]
+
+
+@pytest.mark.anyio
+class InstanceIndexContract:
+    """What every :class:`~dicomweb_kit.InstanceIndex` does."""
+
+    @pytest.fixture
+    async def archive(self, instance_index: InstanceIndex) -> InstanceIndex:
+        """Two studies: A (series A1 with two CT instances, A2 with one MR), B (one CT)."""
+        rows = [
+            _record(STUDY_A, SERIES_A1, SERIES_A1 + ".1", patient_name="PATCHWORK^QUILT", modality="CT"),
+            _record(STUDY_A, SERIES_A1, SERIES_A1 + ".2", patient_name="PATCHWORK^QUILT", modality="CT"),
+            _record(STUDY_A, SERIES_A2, SERIES_A2 + ".1", patient_name="PATCHWORK^QUILT", modality="MR"),
+            _record(
+                STUDY_B, SERIES_B1, SERIES_B1 + ".1", patient_name="Smith^John", modality="CT", study_date="20190605"
+            ),
+        ]
+        for row in rows:
+            assert (await instance_index.add(row, on_existing="keep")).stored
+        return instance_index
+
+    async def test_is_an_instance_index(self, instance_index: InstanceIndex) -> None:
+        assert isinstance(instance_index, InstanceIndex)
+
+    async def test_get_returns_the_record(self, archive: InstanceIndex) -> None:
+        record = await archive.get(ResourceKey(STUDY_A, SERIES_A1, SERIES_A1 + ".2"))
+        assert record is not None
+        assert record.blob_key == f"blob-{SERIES_A1}.2"
+        assert bytes(record.metadata)  # stored byte for byte
+        assert await archive.get(ResourceKey(STUDY_A, SERIES_A1, "1.2.3")) is None
+
+    async def test_metadata_is_kept_byte_for_byte(self, instance_index: InstanceIndex) -> None:
+        record = _record(STUDY_A, SERIES_A1, "1.2.3.4", patient_name="Ünïcode^名前")
+        await instance_index.add(record, on_existing="keep")
+        stored = await instance_index.get(record.key)
+        assert stored is not None and bytes(stored.metadata) == bytes(record.metadata)
+
+    async def test_records_by_scope_in_insertion_order(self, archive: InstanceIndex) -> None:
+        assert await _keys(archive, ResourceKey(STUDY_A)) == [SERIES_A1 + ".1", SERIES_A1 + ".2", SERIES_A2 + ".1"]
+        assert await _keys(archive, ResourceKey(STUDY_A, SERIES_A2)) == [SERIES_A2 + ".1"]
+        assert await _keys(archive, ResourceKey()) == [
+            SERIES_A1 + ".1",
+            SERIES_A1 + ".2",
+            SERIES_A2 + ".1",
+            SERIES_B1 + ".1",
+        ]
+        assert await _keys(archive, ResourceKey("9.9.9")) == []
+        assert await _keys(archive, ResourceKey(STUDY_B, SERIES_A1)) == []
+
+    async def test_keep_leaves_the_first_record(self, archive: InstanceIndex) -> None:
+        again = _record(STUDY_A, SERIES_A1, SERIES_A1 + ".1", patient_name="Other^Name")
+        outcome = await archive.add(again, on_existing="keep")
+        assert not outcome.stored
+        assert outcome.previous is not None and outcome.previous.blob_key == f"blob-{SERIES_A1}.1"
+        stored = await archive.get(again.key)
+        assert stored is not None and stored.attributes["00100010"]["Value"][0]["Alphabetic"] == "PATCHWORK^QUILT"
+
+    async def test_replace_swaps_the_record(self, archive: InstanceIndex) -> None:
+        again = _record(STUDY_A, SERIES_A1, SERIES_A1 + ".1", patient_name="Other^Name")
+        again = InstanceRecord(**{**{f: getattr(again, f) for f in again.__struct_fields__}, "blob_key": "new-blob"})
+        outcome = await archive.add(again, on_existing="replace")
+        assert outcome.stored and outcome.previous is not None
+        assert outcome.previous.blob_key == f"blob-{SERIES_A1}.1"
+        stored = await archive.get(again.key)
+        assert stored is not None and stored.blob_key == "new-blob"
+        assert len(await _keys(archive, ResourceKey(STUDY_A))) == 3
+
+    async def test_study_search_counts(self, archive: InstanceIndex) -> None:
+        page = await archive.search(parse_qido([], Level.STUDY, ResourceKey()))
+        assert [row.key.study for row in page.rows] == [STUDY_A, STUDY_B]
+        a = page.rows[0]
+        assert (a.study_series, a.study_instances) == (2, 3)
+        assert a.modalities_in_study == ("CT", "MR")
+        assert not page.has_more
+
+    async def test_series_search_counts(self, archive: InstanceIndex) -> None:
+        page = await archive.search(parse_qido([], Level.SERIES, ResourceKey(STUDY_A)))
+        assert [(row.key.series, row.series_instances) for row in page.rows] == [(SERIES_A1, 2), (SERIES_A2, 1)]
+
+    async def test_wildcard_person_name(self, archive: InstanceIndex) -> None:
+        page = await archive.search(parse_qido([("PatientName", "*patch*")], Level.STUDY, ResourceKey()))
+        assert [row.key.study for row in page.rows] == [STUDY_A]
+
+    async def test_a_study_matches_on_any_instance(self, archive: InstanceIndex) -> None:
+        page = await archive.search(parse_qido([("ModalitiesInStudy", "MR")], Level.STUDY, ResourceKey()))
+        assert [row.key.study for row in page.rows] == [STUDY_A]
+        assert page.rows[0].modalities_in_study == ("CT", "MR")
+
+    async def test_date_range(self, archive: InstanceIndex) -> None:
+        page = await archive.search(parse_qido([("StudyDate", "-20200101")], Level.STUDY, ResourceKey()))
+        assert [row.key.study for row in page.rows] == [STUDY_B]
+
+    async def test_paging_is_stable(self, archive: InstanceIndex) -> None:
+        seen = []
+        for offset in range(5):
+            page = await archive.search(
+                parse_qido([("limit", "1"), ("offset", str(offset))], Level.INSTANCE, ResourceKey())
+            )
+            seen += [row.key.instance for row in page.rows]
+            assert page.has_more == (offset < 3)
+        assert seen == [SERIES_A1 + ".1", SERIES_A1 + ".2", SERIES_A2 + ".1", SERIES_B1 + ".1"]
+
+    async def test_remove(self, archive: InstanceIndex) -> None:
+        keys = await archive.remove(ResourceKey(STUDY_A, SERIES_A1))
+        assert sorted(keys) == [f"blob-{SERIES_A1}.1", f"blob-{SERIES_A1}.2"]
+        assert await _keys(archive, ResourceKey(STUDY_A)) == [SERIES_A2 + ".1"]
+        page = await archive.search(parse_qido([], Level.STUDY, ResourceKey()))
+        assert page.rows[0].study_instances == 1
+
+    async def test_concurrent_adds_keep_exact_counts(self, instance_index: InstanceIndex) -> None:
+        records = [_record(STUDY_A, SERIES_A1 if i % 2 else SERIES_A2, f"{STUDY_A}.9.{i}") for i in range(40)]
+
+        async with anyio.create_task_group() as tg:
+            for record in records + records[:10]:  # ten duplicates race their originals
+                tg.start_soon(lambda r=record: instance_index.add(r, on_existing="keep"))
+        page = await instance_index.search(parse_qido([], Level.STUDY, ResourceKey()))
+        assert [(r.study_series, r.study_instances) for r in page.rows] == [(2, 40)]
+
+    async def test_search_agrees_with_the_reference_matcher(self, instance_index: InstanceIndex) -> None:
+        rng = random.Random(7)
+        names = ["PATCHWORK^QUILT", "Patchett^Anna", "SMITH^JOHN", "DISPATCH^ROBIN", "Nguyen^Linh"]
+        records = []
+        for s in range(6):
+            for r in range(2):
+                for i in range(3):
+                    records.append(
+                        _record(
+                            f"1.2.3.{s}",
+                            f"1.2.3.{s}.{r}",
+                            f"1.2.3.{s}.{r}.{i}",
+                            patient_name=names[s % len(names)],
+                            modality=rng.choice(["CT", "MR", "US"]),
+                            study_date=f"20{rng.randint(18, 24)}0{rng.randint(1, 9)}1{rng.randint(0, 9)}",
+                            SeriesDescription=rng.choice(["AXIAL", "SAG T1", "COR"]),
+                        )
+                    )
+        for record in records:
+            await instance_index.add(record, on_existing="keep")
+        queries = [
+            [("PatientName", "*PATCH*")],
+            [("PatientName", "Smith^John")],
+            [("Modality", "CT")],
+            [("StudyDate", "20200101-20221231")],
+            [("StudyDate", "-20191231"), ("Modality", "MR")],
+            [("ModalitiesInStudy", "US")],
+            [("SeriesDescription", "SAG*")],
+            [("PatientName", "?atch*")],
+        ]
+        for params in queries:
+            for level in Level:
+                query = parse_qido(params, level, ResourceKey())
+                page = await instance_index.search(query)
+                expected = _reference_keys(records, query.terms, level)
+                assert [row.key for row in page.rows] == expected, (params, level)
+
+
+def _reference_keys(records: list[InstanceRecord], terms: Any, level: Level) -> list[ResourceKey]:
+    keys: list[ResourceKey] = []
+    for record in records:
+        key = {
+            Level.STUDY: ResourceKey(record.study_uid),
+            Level.SERIES: ResourceKey(record.study_uid, record.series_uid),
+            Level.INSTANCE: record.key,
+        }[level]
+        if key not in keys and instance_matches(terms, record.attributes):
+            keys.append(key)
+    return keys

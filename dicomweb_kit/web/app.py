@@ -1,0 +1,77 @@
+"""The route table of the DICOMweb service: one line per PS3.18 resource."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from starlette.applications import Starlette
+from starlette.routing import Route
+
+from ..resources import Level
+from .endpoints import Endpoints
+from .error_handlers import EXCEPTION_HANDLERS, error_response
+from .types import ASGIApp, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from ..kit import DicomWeb
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("dicomweb_kit.web")
+
+S = "/studies/{study}"
+R = S + "/series/{series}"
+I = R + "/instances/{instance}"  # noqa: E741
+
+
+def create_app(kit: DicomWeb) -> ASGIApp:
+    """The ASGI app serving ``kit`` at its root."""
+    e = Endpoints(kit)
+    routes = [
+        # QIDO-RS (PS3.18 §10.6) and STOW-RS (§10.5) share /studies: dispatch on method.
+        Route("/studies", e.search(Level.STUDY), methods=["GET"]),
+        Route("/studies", e.store, methods=["POST"]),
+        Route("/series", e.search(Level.SERIES), methods=["GET"]),
+        Route("/instances", e.search(Level.INSTANCE), methods=["GET"]),
+        Route(S, e.retrieve, methods=["GET"]),
+        Route(S, e.store, methods=["POST"]),
+        Route(S + "/metadata", e.metadata, methods=["GET"]),
+        Route(S + "/series", e.search(Level.SERIES), methods=["GET"]),
+        Route(S + "/instances", e.search(Level.INSTANCE), methods=["GET"]),
+        Route(R, e.retrieve, methods=["GET"]),
+        Route(R + "/metadata", e.metadata, methods=["GET"]),
+        Route(R + "/instances", e.search(Level.INSTANCE), methods=["GET"]),
+        Route(I, e.retrieve, methods=["GET"]),
+        Route(I + "/metadata", e.metadata, methods=["GET"]),
+    ]
+    # The DICOMweb tutorial queries `/studies/`: every resource answers with a trailing slash too,
+    # directly (a redirect would lose the Accept header with some clients).
+    routes += [Route(r.path + "/", r.endpoint, methods=sorted(r.methods or ())) for r in list(routes)]
+    handlers = {cls: handler for cls, handler in EXCEPTION_HANDLERS.items() if cls is not Exception}
+    app = Starlette(routes=routes, exception_handlers=handlers)  # type: ignore[arg-type]
+    return _CatchAll(app)
+
+
+class _CatchAll:
+    """Outermost guard: an unexpected error becomes a bare 500, never a traceback to the client."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def tracking_send(message: dict) -> None:  # type: ignore[type-arg]
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            log.exception("unhandled error in %s %s", scope.get("method"), scope.get("path"))
+            if started or scope["type"] != "http":
+                raise
+            await error_response(500, "internal server error")(scope, receive, send)

@@ -1,0 +1,128 @@
+"""Request handlers: parse the HTTP request, call a service, render its result. No DICOM logic here."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response, StreamingResponse
+
+from ..codecs.multipart import multipart_content_type
+from ..errors import MalformedMultipart, PayloadTooLarge
+from ..media_types import Offer, negotiate
+from ..resources import Level, ResourceKey
+from ..services import qido, stow, wado
+from .responses import XML_TYPE, dataset_response, datasets_response, xml_parts_response
+
+if TYPE_CHECKING:
+    from ..kit import DicomWeb
+
+__all__ = ["Endpoints"]
+
+JSON_OFFERS = [Offer("application/dicom+json"), Offer("application/json")]
+# PS3.18 §10.5.3 (STOW-RS response): one dataset, JSON or XML.
+STOW_OFFERS = [*JSON_OFFERS, Offer(XML_TYPE)]
+# PS3.18 §10.6.3 (QIDO-RS) and §10.4.3 (metadata): a list of datasets, a JSON array or multipart XML.
+LIST_OFFERS = [*JSON_OFFERS, Offer("multipart/related", part_type=XML_TYPE)]
+
+
+def service_url(request: Request) -> str:
+    """The service root as the client reached it, mount prefix included (for RetrieveURL)."""
+    root_path = request.scope.get("root_path", "")
+    return str(request.url.replace(path=root_path, query="", fragment="")).rstrip("/")
+
+
+def _scope(request: Request) -> ResourceKey:
+    params = request.path_params
+    return ResourceKey.parse(params.get("study"), params.get("series"), params.get("instance"))
+
+
+def _accept_param(request: Request) -> str | None:
+    # PS3.18 §8.3.3.1: the `accept` query parameter overrides the Accept header.
+    return request.query_params.get("accept")
+
+
+async def _body(request: Request, limit: int) -> AsyncIterator[bytes]:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"the request body of {declared} bytes is larger than the limit of {limit} bytes")
+    try:
+        async for chunk in request.stream():
+            if chunk:
+                yield chunk
+    except ClientDisconnect as exc:
+        raise MalformedMultipart("the request body ended early: the client disconnected") from exc
+
+
+class Endpoints:
+    """The handlers of one kit, bound to it."""
+
+    def __init__(self, kit: DicomWeb) -> None:
+        self.kit = kit
+
+    async def store(self, request: Request) -> Response:
+        """STOW-RS, PS3.18 §10.5: POST /studies[/{study}]."""
+        choice = negotiate(request.headers.get("accept"), STOW_OFFERS, accept_param=_accept_param(request))
+        study = _scope(request) if "study" in request.path_params else None
+        outcome = await stow.store_instances(
+            self.kit,
+            _body(request, self.kit.settings.max_request_bytes),
+            request.headers.get("content-type"),
+            study=study,
+        )
+        headers = {}
+        if outcome.body_error:
+            headers["Warning"] = (
+                f'299 dicomweb-kit "the body broke off after some instances were stored: {outcome.body_error}"'
+            )
+        base = service_url(request)
+        return dataset_response(
+            outcome.response_dataset(base, study.study if study else None),
+            choice,
+            status=outcome.http_status,
+            headers=headers,
+        )
+
+    def search(self, level: Level):  # type: ignore[no-untyped-def]
+        async def handler(request: Request) -> Response:
+            """QIDO-RS, PS3.18 §10.6."""
+            choice = negotiate(request.headers.get("accept"), LIST_OFFERS, accept_param=_accept_param(request))
+            result = await qido.search(
+                self.kit,
+                level,
+                _scope(request),
+                request.query_params.multi_items(),
+                service_url=service_url(request),
+            )
+            headers = {}
+            if result.has_more:
+                # PS3.18 §8.3.4.4 / §10.6.3.2: say that the result was truncated.
+                headers["Warning"] = (
+                    '299 dicomweb-kit "The number of results exceeded the maximum supported by the server.'
+                    ' Additional results can be requested."'
+                )
+            return datasets_response(result.results, choice, headers=headers)
+
+        return handler
+
+    async def retrieve(self, request: Request) -> Response:
+        """WADO-RS, PS3.18 §10.4: GET a study, series or instance as multipart/related application/dicom."""
+        plan = await wado.plan_retrieve(
+            self.kit, _scope(request), request.headers.get("accept"), accept_param=_accept_param(request)
+        )
+        syntax = plan.choice.transfer_syntax
+        params = {} if syntax in (None, "*") else {"transfer-syntax": syntax}
+        return StreamingResponse(
+            wado.instance_parts(self.kit, plan),
+            media_type=multipart_content_type("application/dicom", plan.boundary, **params),
+        )
+
+    async def metadata(self, request: Request) -> Response:
+        """WADO-RS metadata, PS3.18 §10.4.1.1.2: DICOM JSON array or multipart XML."""
+        choice = negotiate(request.headers.get("accept"), LIST_OFFERS, accept_param=_accept_param(request))
+        scope = _scope(request)
+        base = service_url(request)
+        if choice.offer.part_type == XML_TYPE:
+            return xml_parts_response(await wado.metadata_xml_parts(self.kit, scope, base))
+        return StreamingResponse(await wado.metadata_json(self.kit, scope, base), media_type=choice.offer.media_type)

@@ -1,0 +1,7 @@
+"""Names for the ASGI shapes the web layer passes around."""
+
+from __future__ import annotations
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+__all__ = ["ASGIApp", "Receive", "Scope", "Send"]

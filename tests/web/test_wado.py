@@ -1,0 +1,109 @@
+"""WADO-RS retrieve and metadata over HTTP (PS3.18 §10.4)."""
+
+from __future__ import annotations
+
+import email.parser
+import email.policy
+import io
+
+import httpx
+import pydicom
+import pytest
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
+
+from dicomweb_kit.testing import make_dataset, part10_bytes
+
+pytestmark = pytest.mark.anyio
+
+
+def parse_parts(response: httpx.Response) -> list[tuple[str, bytes]]:
+    """Split a multipart/related response with the standard library's MIME parser.
+
+    Returns (media type; transfer-syntax, payload) per part.
+    """
+    raw = b"Content-Type: " + response.headers["content-type"].encode() + b"\r\n\r\n" + response.content
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(raw)
+    return [
+        (
+            f"{part.get_content_type()}; transfer-syntax={part.get_param('transfer-syntax')}",
+            part.get_payload(decode=True),
+        )
+        for part in message.iter_parts()
+    ]
+
+
+async def store(client: httpx.AsyncClient, *blobs: bytes) -> None:
+    body = b"".join(b"--b\r\nContent-Type: application/dicom\r\n\r\n" + b + b"\r\n" for b in blobs) + b"--b--"
+    r = await client.post("/studies", content=body, headers={"Content-Type": "multipart/related; boundary=b"})
+    assert r.status_code == 200, r.text
+
+
+async def test_retrieve_study_series_instance(client: httpx.AsyncClient) -> None:
+    study, series = generate_uid(), generate_uid()
+    datasets = [make_dataset(study=study, series=series) for _ in range(3)]
+    blobs = [part10_bytes(ds) for ds in datasets]
+    await store(client, *blobs)
+    for path, expected in [
+        (f"/studies/{study}", blobs),
+        (f"/studies/{study}/series/{series}", blobs),
+        (f"/studies/{study}/series/{series}/instances/{datasets[1].SOPInstanceUID}", blobs[1:2]),
+    ]:
+        r = await client.get(path, headers={"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'})
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith('multipart/related; type="application/dicom"')
+        parts = parse_parts(r)
+        assert [p[1] for p in parts] == expected
+        assert parts[0][0] == f"application/dicom; transfer-syntax={ExplicitVRLittleEndian}"
+
+
+async def test_implicit_vr_goes_out_as_explicit_little_endian(client: httpx.AsyncClient) -> None:
+    ds = make_dataset()
+    ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    blob = part10_bytes(ds)
+    await store(client, blob)
+    url = f"/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}"
+    for accept in ("multipart/related; type=application/dicom; transfer-syntax=*", "*/*"):
+        r = await client.get(url, headers={"Accept": accept})
+        [(content_type, payload)] = parse_parts(r)
+        assert content_type.endswith(ExplicitVRLittleEndian)
+        out = pydicom.dcmread(io.BytesIO(payload))
+        assert out.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+        assert out.PixelData == ds.PixelData and out.PatientName == ds.PatientName
+    r = await client.get(
+        url, headers={"Accept": f"multipart/related; type=application/dicom; transfer-syntax={ImplicitVRLittleEndian}"}
+    )
+    assert r.status_code == 406
+    assert ExplicitVRLittleEndian in r.text
+
+
+async def test_unknown_and_malformed_uids(client: httpx.AsyncClient) -> None:
+    assert (await client.get(f"/studies/{generate_uid()}")).status_code == 404
+    assert (await client.get(f"/studies/{generate_uid()}/metadata")).status_code == 404
+    assert (await client.get("/studies/not-a-uid")).status_code == 400
+    assert (await client.get("/studies/1.02.3/metadata")).status_code == 400
+
+
+async def test_metadata_has_bulk_data_uris_that_resolve_against_the_service(client: httpx.AsyncClient) -> None:
+    ds = make_dataset(patient_name="Ürsula^Ödön")
+    await store(client, part10_bytes(ds))
+    r = await client.get(f"/studies/{ds.StudyInstanceUID}/metadata")
+    assert r.status_code == 200
+    assert r.headers["content-type"] == "application/dicom+json"
+    [meta] = r.json()
+    assert meta["00100010"]["Value"] == [{"Alphabetic": "Ürsula^Ödön"}]
+    assert meta["7FE00010"] == {
+        "vr": "OW",
+        "BulkDataURI": f"http://testserver/dicom-web/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
+        f"/instances/{ds.SOPInstanceUID}/bulkdata/7FE00010",
+    }
+    series = await client.get(f"/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/metadata")
+    assert series.json() == [meta]
+    xml = await client.get(f"/studies/{ds.StudyInstanceUID}/metadata", headers={"Accept": "application/dicom+xml"})
+    assert xml.status_code == 200
+    assert "Ürsula" in xml.content.decode()
+
+
+async def test_wrong_method_is_405(client: httpx.AsyncClient) -> None:
+    r = await client.delete("/studies")
+    assert r.status_code == 405
+    assert "GET" in r.headers["allow"]
