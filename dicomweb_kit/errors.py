@@ -12,6 +12,7 @@ that turns them into responses, and anything else becomes a generic 500 without 
     ├── ResourceNotFound (404, LookupError)
     ├── MethodNotAllowed (405)
     ├── NotAcceptable (406)
+    ├── RequestTimeout (408)            a request body that stalls
     ├── Conflict (409)
     ├── PayloadTooLarge (413)
     ├── UnsupportedMediaType (415)
@@ -38,6 +39,7 @@ __all__ = [
     "MethodNotAllowed",
     "NotAcceptable",
     "PayloadTooLarge",
+    "RequestTimeout",
     "ResourceNotFound",
     "StorageUnavailable",
     "UnsupportedMediaType",
@@ -88,6 +90,12 @@ class NotAcceptable(DicomWebError):
     """No representation matches the Accept header (406); the message names what we can produce."""
 
     http_status = 406
+
+
+class RequestTimeout(DicomWebError):
+    """The client stopped sending the request body (408)."""
+
+    http_status = 408
 
 
 class Conflict(DicomWebError):

@@ -33,6 +33,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         header_prefix_bytes: how much of each instance STOW-RS keeps in memory while streaming it
             to the blob store, to parse its header without reading the file twice. Headers longer
             than this are read back from the blob store.
+        body_read_timeout: seconds STOW-RS waits for the next piece of a request body before it
+            answers 408 and frees the worker for others (a stalled or trickling client).
         max_repair_bytes: largest instance that STOW-RS accepts without the Part 10 preamble and
             rewrites as a Part 10 file in memory (some clients, dicomweb-client among them, send
             such datasets).
@@ -49,3 +51,4 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     on_duplicate: Literal["keep", "replace", "reject"] = "keep"
     header_prefix_bytes: int = 4 << 20
     max_repair_bytes: int = 512 << 20
+    body_read_timeout: float = 60.0

@@ -55,12 +55,12 @@ import base64
 import binascii
 import struct
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, MutableSequence
 from typing import Any, Final
 
 import msgspec
 from pydicom import config as pydicom_config
-from pydicom.datadict import DicomDictionary
+from pydicom._dicom_dict import DicomDictionary  # the plain dict behind pydicom.datadict
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.hooks import hooks as pydicom_hooks
@@ -96,7 +96,42 @@ BINARY_VRS: Final = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
 _INT_VRS: Final = frozenset({"IS", "SL", "SS", "SV", "UL", "US", "UV"})
 _FLOAT_VRS: Final = frozenset({"DS", "FD", "FL"})
 _ALL_VRS: Final = frozenset(
-    ["AE", "AS", "AT", "CS", "DA", "DS", "DT", "FD", "FL", "IS", "LO", "LT", "OB", "OD", "OF", "OL", "OV", "OW", "PN", "SH", "SL", "SQ", "SS", "ST", "SV", "TM", "UC", "UI", "UL", "UN", "UR", "US", "UT", "UV"]
+    [
+        "AE",
+        "AS",
+        "AT",
+        "CS",
+        "DA",
+        "DS",
+        "DT",
+        "FD",
+        "FL",
+        "IS",
+        "LO",
+        "LT",
+        "OB",
+        "OD",
+        "OF",
+        "OL",
+        "OV",
+        "OW",
+        "PN",
+        "SH",
+        "SL",
+        "SQ",
+        "SS",
+        "ST",
+        "SV",
+        "TM",
+        "UC",
+        "UI",
+        "UL",
+        "UN",
+        "UR",
+        "US",
+        "UT",
+        "UV",
+    ]
 )
 # pydicom's VR is a str Enum; map it (and plain strings) to the plain string we emit.
 _PLAIN_VR: Final = {vr: vr for vr in _ALL_VRS}
@@ -181,7 +216,7 @@ def _fast_path_allowed() -> bool:
 
 def _first_encoding(ds: Dataset) -> str:
     """The codec pydicom uses for text without escape sequences (``Dataset.__getitem__``)."""
-    encodings: str | list[str] = ds.original_character_set or ds._character_set
+    encodings: str | MutableSequence[str] = ds.original_character_set or ds._character_set
     return encodings if isinstance(encodings, str) else encodings[0]
 
 
@@ -383,7 +418,9 @@ def _number_handler(code: str) -> Callable[[bytes, bool, str], list[Any] | None]
         if len(value) % size:
             raise _Fallback  # pydicom raises or converts to UN
         if little == _NATIVE_LITTLE:
-            return memoryview(value).cast(code).tolist()
+            view: Any = memoryview(value)  # native order matches: a zero-copy cast
+            values: list[Any] = view.cast(code).tolist()
+            return values
         return list(struct.unpack(f"{'<' if little else '>'}{len(value) // size}{code}", value))
 
     return handler

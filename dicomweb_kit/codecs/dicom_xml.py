@@ -51,7 +51,42 @@ _FLOAT_VRS: Final = frozenset({"DS", "FD", "FL"})
 _NON_VALUE_VRS: Final = frozenset({"SQ", "PN", "OB", "OD", "OF", "OL", "OV", "OW", "UN"})
 _LENIENT_NUMBER_VRS: Final = frozenset({"IS", "DS"})  # may stay strings (PS3.18 Table F.2.3-1)
 _VRS: Final = frozenset(
-    ["AE", "AS", "AT", "CS", "DA", "DS", "DT", "FD", "FL", "IS", "LO", "LT", "OB", "OD", "OF", "OL", "OV", "OW", "PN", "SH", "SL", "SQ", "SS", "ST", "SV", "TM", "UC", "UI", "UL", "UN", "UR", "US", "UT", "UV"]
+    [
+        "AE",
+        "AS",
+        "AT",
+        "CS",
+        "DA",
+        "DS",
+        "DT",
+        "FD",
+        "FL",
+        "IS",
+        "LO",
+        "LT",
+        "OB",
+        "OD",
+        "OF",
+        "OL",
+        "OV",
+        "OW",
+        "PN",
+        "SH",
+        "SL",
+        "SQ",
+        "SS",
+        "ST",
+        "SV",
+        "TM",
+        "UC",
+        "UI",
+        "UL",
+        "UN",
+        "UR",
+        "US",
+        "UT",
+        "UV",
+    ]
 )
 
 # --------------------------------------------------------------------------- writing
@@ -351,7 +386,8 @@ class _NativeModelReader:
             self.depth += 1
             if self.depth > MAX_NESTING:
                 raise InvalidRequest(f"sequences nested deeper than {MAX_NESTING} levels")
-            attr.add(_number(attrs), item := {})
+            item: dict[str, Any] = {}
+            attr.add(_number(attrs), item)
             self.stack.append(item)
         elif name == "PersonName" and attr.vr == "PN":
             attr.set_kind(name)

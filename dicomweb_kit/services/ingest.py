@@ -33,6 +33,8 @@ class StoredInstance(msgspec.Struct, frozen=True):
     record: InstanceRecord
     replaced: bool = False
     already_stored: bool = False
+    # Warning Reason (0008,1196) when the stored instance differs from what was sent.
+    warning_reason: int | None = None
 
 
 class _PrefixTee:
@@ -80,8 +82,11 @@ async def ingest_instance(
     settings = kit.settings
     key = uuid.uuid4().hex
     head, chunks = await _peek(chunks, 132)
+    warning = None
     if not has_part10_prefix(head):
         chunks = await _repaired(chunks, settings.max_repair_bytes)
+        # We wrote the preamble and file meta the client left out (PS3.18 Table I.2-1).
+        warning = status_codes.COERCION_OF_DATA_ELEMENTS
     tee = _PrefixTee(chunks, settings.header_prefix_bytes, settings.max_part_bytes)
     info = await kit.blobs.put(key, tee)
     try:
@@ -113,7 +118,7 @@ async def ingest_instance(
         return StoredInstance(outcome.previous or record, already_stored=True)
     if outcome.previous is not None:
         await kit.blobs.delete([outcome.previous.blob_key])
-    return StoredInstance(record, replaced=outcome.previous is not None)
+    return StoredInstance(record, replaced=outcome.previous is not None, warning_reason=warning)
 
 
 async def _peek(

@@ -38,7 +38,7 @@ class StoreOutcome(msgspec.Struct):
         """PS3.18 §10.5.3: 200 all stored, 202 some failed (or a warning), 409 none stored."""
         if not self.stored:
             return 409
-        if self.failed or self.body_error:
+        if self.failed or self.body_error or any(s.warning_reason is not None for s in self.stored):
             return 202
         return 200
 
@@ -68,11 +68,14 @@ def _failed_item(failure: InstanceRejected) -> dict[str, Any]:
 
 def _stored_item(stored: StoredInstance, service_url: str) -> dict[str, Any]:
     record = stored.record
-    return {
+    item = {
         "00081150": _ui(record.sop_class_uid),
         "00081155": _ui(record.instance_uid),
         "00081190": {"vr": "UR", "Value": [f"{service_url}/{record.key.path()}"]},
     }
+    if stored.warning_reason is not None:
+        item["00081196"] = {"vr": "US", "Value": [stored.warning_reason]}
+    return item
 
 
 def _ui(value: str | None) -> dict[str, Any]:

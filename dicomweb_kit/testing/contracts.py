@@ -239,9 +239,12 @@ class InstanceIndexContract:
     async def test_concurrent_adds_keep_exact_counts(self, instance_index: InstanceIndex) -> None:
         records = [_record(STUDY_A, SERIES_A1 if i % 2 else SERIES_A2, f"{STUDY_A}.9.{i}") for i in range(40)]
 
+        async def add(record: InstanceRecord) -> None:
+            await instance_index.add(record, on_existing="keep")
+
         async with anyio.create_task_group() as tg:
             for record in records + records[:10]:  # ten duplicates race their originals
-                tg.start_soon(lambda r=record: instance_index.add(r, on_existing="keep"))
+                tg.start_soon(add, record)
         page = await instance_index.search(parse_qido([], Level.STUDY, ResourceKey()))
         assert [(r.study_series, r.study_instances) for r in page.rows] == [(2, 40)]
 

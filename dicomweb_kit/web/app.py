@@ -11,7 +11,7 @@ from starlette.routing import Route
 from ..resources import Level
 from .endpoints import Endpoints
 from .error_handlers import EXCEPTION_HANDLERS, error_response
-from .types import ASGIApp, Receive, Scope, Send
+from .types import ASGIApp, Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
     from ..kit import DicomWeb
@@ -49,7 +49,7 @@ def create_app(kit: DicomWeb) -> ASGIApp:
     # directly (a redirect would lose the Accept header with some clients).
     routes += [Route(r.path + "/", r.endpoint, methods=sorted(r.methods or ())) for r in list(routes)]
     handlers = {cls: handler for cls, handler in EXCEPTION_HANDLERS.items() if cls is not Exception}
-    app = Starlette(routes=routes, exception_handlers=handlers)  # type: ignore[arg-type]
+    app = Starlette(routes=routes, exception_handlers=handlers)
     return _CatchAll(app)
 
 
@@ -62,7 +62,7 @@ class _CatchAll:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = False
 
-        async def tracking_send(message: dict) -> None:  # type: ignore[type-arg]
+        async def tracking_send(message: Message) -> None:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True

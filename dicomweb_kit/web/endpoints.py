@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING
 
+import anyio
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 
 from ..codecs.multipart import multipart_content_type
-from ..errors import MalformedMultipart, PayloadTooLarge
+from ..errors import MalformedMultipart, PayloadTooLarge, RequestTimeout
 from ..media_types import Offer, negotiate
 from ..resources import Level, ResourceKey
 from ..services import qido, stow, wado
@@ -43,12 +44,19 @@ def _accept_param(request: Request) -> str | None:
     return request.query_params.get("accept")
 
 
-async def _body(request: Request, limit: int) -> AsyncIterator[bytes]:
+async def _body(request: Request, limit: int, timeout: float) -> AsyncIterator[bytes]:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"the request body of {declared} bytes is larger than the limit of {limit} bytes")
+    stream = aiter(request.stream())
     try:
-        async for chunk in request.stream():
+        while True:
+            with anyio.move_on_after(timeout) as waited:
+                chunk = await anext(stream, None)
+            if waited.cancelled_caught:
+                raise RequestTimeout(f"no part of the request body arrived for {timeout:g} seconds")
+            if chunk is None:
+                return
             if chunk:
                 yield chunk
     except ClientDisconnect as exc:
@@ -67,7 +75,7 @@ class Endpoints:
         study = _scope(request) if "study" in request.path_params else None
         outcome = await stow.store_instances(
             self.kit,
-            _body(request, self.kit.settings.max_request_bytes),
+            _body(request, self.kit.settings.max_request_bytes, self.kit.settings.body_read_timeout),
             request.headers.get("content-type"),
             study=study,
         )
@@ -84,7 +92,7 @@ class Endpoints:
             headers=headers,
         )
 
-    def search(self, level: Level):  # type: ignore[no-untyped-def]
+    def search(self, level: Level) -> Callable[[Request], Awaitable[Response]]:
         async def handler(request: Request) -> Response:
             """QIDO-RS, PS3.18 §10.6."""
             choice = negotiate(request.headers.get("accept"), LIST_OFFERS, accept_param=_accept_param(request))

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["ASGIApp", "Receive", "Scope", "Send"]
+__all__ = ["ASGIApp", "Message", "Receive", "Scope", "Send"]

@@ -4,8 +4,8 @@ live uvicorn server, with `requests` as the tutorial uses it; then the real clie
 from __future__ import annotations
 
 import json
-from urllib.parse import urlsplit
 import xml.etree.ElementTree as ET
+from urllib.parse import urlsplit
 
 import pydicom
 import pytest

@@ -16,6 +16,7 @@ from dicomweb_kit.testing import make_dataset, part10_bytes
 pytestmark = pytest.mark.anyio
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
+DICOM_CT = 'multipart/related; type="application/dicom"; boundary=b'
 
 
 def multipart(*parts: bytes, boundary: str = "B0UNDARY", part_type: str = "application/dicom") -> tuple[bytes, str]:
@@ -192,3 +193,38 @@ async def test_interrupted_body_stores_nothing_of_the_broken_part(client: httpx.
 async def test_response_json_is_dicom_json(client: httpx.AsyncClient) -> None:
     r = await stow(client, part10_bytes(make_dataset()))
     assert dicom_json.json_dict_to_dataset(r.json()).ReferencedSOPSequence[0].ReferencedSOPClassUID == CT
+
+
+async def test_a_dataset_without_preamble_is_stored_as_part10_with_a_warning(client: httpx.AsyncClient) -> None:
+    import io
+
+    import pydicom
+
+    ds = make_dataset()
+    raw = io.BytesIO()
+    pydicom.dcmwrite(raw, ds)  # what dicomweb-client sends: file meta, but no preamble and no DICM
+    assert raw.getvalue()[128:132] != b"DICM"
+    r = await stow(client, raw.getvalue())
+    assert r.status_code == 202
+    item = r.json()["00081199"]["Value"][0]
+    assert item["00081196"]["Value"] == [0xB000]
+    got = await client.get(item["00081190"]["Value"][0])
+    assert b"DICM" in got.content and ds.PixelData in got.content
+
+
+async def test_a_stalled_body_is_408(make_kit) -> None:
+    import anyio
+
+    async with make_kit(Settings(body_read_timeout=0.2)) as kit:
+        transport = httpx.ASGITransport(app=host_app(kit))
+        async with httpx.AsyncClient(transport=transport, base_url="http://t/dicom-web") as c:
+
+            async def stalls() -> AsyncIterator[bytes]:
+                yield b"--b\r\nContent-Type: application/dicom\r\n\r\n"
+                await anyio.sleep(5)
+                yield b"never"
+
+            with anyio.fail_after(3):
+                r = await c.post("/studies", content=stalls(), headers={"Content-Type": DICOM_CT})
+            assert r.status_code == 408
+            assert "request body" in r.text
