@@ -44,17 +44,17 @@ def _accept_param(request: Request) -> str | None:
     return request.query_params.get("accept")
 
 
-async def _body(request: Request, limit: int, timeout: float) -> AsyncIterator[bytes]:
+async def _body(request: Request, limit: int, stall_seconds: float) -> AsyncIterator[bytes]:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"the request body of {declared} bytes is larger than the limit of {limit} bytes")
     stream = aiter(request.stream())
     try:
         while True:
-            with anyio.move_on_after(timeout) as waited:
+            with anyio.move_on_after(stall_seconds) as waited:
                 chunk = await anext(stream, None)
             if waited.cancelled_caught:
-                raise RequestTimeout(f"no part of the request body arrived for {timeout:g} seconds")
+                raise RequestTimeout(f"no part of the request body arrived for {stall_seconds:g} seconds")
             if chunk is None:
                 return
             if chunk:
