@@ -38,11 +38,12 @@ points (the parity test normalises exactly these and nothing else):
 Behaviour kept as pydicom has it (no standard text overrides it):
 
 * IS values become JSON integers, DS values JSON floats (``float(value)``), as pydicom does.
-  An IS or DS value that is not a number (e.g. IS ``"1A"`` in pydicom's ``badVR.dcm``) raises
-  :class:`ValueError` from :func:`dataset_to_json_dict`, as ``to_json_dict`` does. (PS3.18
-  Table F.2.3-1 would allow a JSON string; we follow pydicom and fail loudly instead of
-  silently emitting a value that a reader would have to special-case.) A DS of ``NaN`` or
-  ``Infinity`` stays a float; :func:`encode` writes it as ``null`` (RFC 8259 has no NaN).
+  A DS of ``NaN`` or ``Infinity`` stays a float; :func:`encode` writes it as ``null`` (RFC 8259
+  has no NaN).
+
+7. An IS or DS value that is not a number (e.g. IS ``"1A"`` in pydicom's ``badVR.dcm``) is
+   kept as a JSON string, where pydicom's ``to_json_dict`` raises: a STOW-RS of a real file
+   with one sloppy value must not fail (PS3.18 Table F.2.3-1 allows strings for IS/DS).
 * OB/OW/OD/OF/OL/OV/UN values are base64 of the Value Field bytes as stored in the data set
   (no byte swapping for big-endian data sets), as pydicom does (PS3.18 §F.2.7).
 * Text is decoded with the data set's Specific Character Set exactly as pydicom does it (values
@@ -324,10 +325,21 @@ def _python_values(vr: str, items: Iterable[Any]) -> list[Any]:
     if vr == "AT":
         return [None if v is None or v == "" else f"{v:08X}" for v in items]
     if vr in _INT_VRS:
-        return [None if v is None or v == "" else int(v) for v in items]
+        return [None if v is None or v == "" else _number(v, int, vr) for v in items]
     if vr in _FLOAT_VRS:
-        return [None if v is None or v == "" else float(v) for v in items]
+        return [None if v is None or v == "" else _number(v, float, vr) for v in items]
     return [None if v is None or v == "" else str(v) for v in items]
+
+
+def _number(value: Any, kind: type[int] | type[float], vr: str) -> Any:
+    try:
+        return kind(value)
+    except ValueError:
+        if vr not in ("IS", "DS"):
+            raise
+        # An IS/DS string that is no number (badVR.dcm's IS "1A"): keep the text rather than
+        # lose the instance; PS3.18 Table F.2.3-1 lets IS/DS be JSON strings.
+        return str(value).strip()
 
 
 def _pn_object(components: Iterable[str]) -> dict[str, str] | None:
