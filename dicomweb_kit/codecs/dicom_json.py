@@ -68,7 +68,7 @@ from pydicom.hooks import hooks as pydicom_hooks
 from pydicom.hooks import raw_element_value, raw_element_vr
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
-from pydicom.valuerep import PersonName
+from pydicom.valuerep import VR, PersonName
 
 from ..errors import InvalidRequest
 
@@ -96,46 +96,10 @@ _DECODER: Final = msgspec.json.Decoder()
 BINARY_VRS: Final = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
 _INT_VRS: Final = frozenset({"IS", "SL", "SS", "SV", "UL", "US", "UV"})
 _FLOAT_VRS: Final = frozenset({"DS", "FD", "FL"})
-_ALL_VRS: Final = frozenset(
-    [
-        "AE",
-        "AS",
-        "AT",
-        "CS",
-        "DA",
-        "DS",
-        "DT",
-        "FD",
-        "FL",
-        "IS",
-        "LO",
-        "LT",
-        "OB",
-        "OD",
-        "OF",
-        "OL",
-        "OV",
-        "OW",
-        "PN",
-        "SH",
-        "SL",
-        "SQ",
-        "SS",
-        "ST",
-        "SV",
-        "TM",
-        "UC",
-        "UI",
-        "UL",
-        "UN",
-        "UR",
-        "US",
-        "UT",
-        "UV",
-    ]
-)
+# Every VR of PS3.5 Table 6.2-1 (pydicom also lists ambiguous ones like "US or SS").
+ALL_VRS: Final = frozenset(vr.value for vr in VR if " " not in vr.value)
 # pydicom's VR is a str Enum; map it (and plain strings) to the plain string we emit.
-_PLAIN_VR: Final = {vr: vr for vr in _ALL_VRS}
+_PLAIN_VR: Final = {vr: vr for vr in ALL_VRS}
 
 # Pixel Data, Float Pixel Data, Double Float Pixel Data, Waveform Data: always bulk data when
 # a factory is given (PS3.18 §F.2.6, §8.7.3.3 Bulkdata).
@@ -268,9 +232,9 @@ class _Converter:
             return None
         value = elem.value
         if value is None:
-            return {"vr": vr} if elem.length == 0 and vr in _ALL_VRS else None  # else deferred read
+            return {"vr": vr} if elem.length == 0 and vr in ALL_VRS else None  # else deferred read
         if not value:
-            return {"vr": vr} if vr in _ALL_VRS else None
+            return {"vr": vr} if vr in ALL_VRS else None
         if vr in BINARY_VRS:
             return self.binary(vr, value, tag, prefix, key)
         handler = _RAW_HANDLERS.get(vr)
@@ -492,7 +456,7 @@ def _json_element(key: str, attr: Any, loader: BulkDataLoader | None, depth: int
     if not isinstance(attr, Mapping):
         raise InvalidRequest(f"attribute {key} must be a JSON object")
     vr = attr.get("vr")
-    if vr not in _ALL_VRS:
+    if vr not in ALL_VRS:
         raise InvalidRequest(f"attribute {key} has no valid 'vr' (PS3.18 §F.2.3)")
     present = [name for name in ("Value", "InlineBinary", "BulkDataURI") if name in attr]
     if len(present) > 1:

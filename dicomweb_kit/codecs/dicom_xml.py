@@ -36,6 +36,7 @@ from xml.parsers import expat
 from pydicom.datadict import keyword_for_tag
 
 from ..errors import InvalidRequest, PayloadTooLarge
+from .dicom_json import ALL_VRS
 
 __all__ = ["DEFAULT_MAX_XML_SIZE", "NATIVE_DICOM_NAMESPACE", "json_dict_to_xml", "xml_to_json_dict"]
 
@@ -50,44 +51,6 @@ _FLOAT_VRS: Final = frozenset({"DS", "FD", "FL"})
 # VRs whose values are not <Value> elements: Item, PersonName, InlineBinary/BulkData (PS3.19 §A.1.5)
 _NON_VALUE_VRS: Final = frozenset({"SQ", "PN", "OB", "OD", "OF", "OL", "OV", "OW", "UN"})
 _LENIENT_NUMBER_VRS: Final = frozenset({"IS", "DS"})  # may stay strings (PS3.18 Table F.2.3-1)
-_VRS: Final = frozenset(
-    [
-        "AE",
-        "AS",
-        "AT",
-        "CS",
-        "DA",
-        "DS",
-        "DT",
-        "FD",
-        "FL",
-        "IS",
-        "LO",
-        "LT",
-        "OB",
-        "OD",
-        "OF",
-        "OL",
-        "OV",
-        "OW",
-        "PN",
-        "SH",
-        "SL",
-        "SQ",
-        "SS",
-        "ST",
-        "SV",
-        "TM",
-        "UC",
-        "UI",
-        "UL",
-        "UN",
-        "UR",
-        "US",
-        "UT",
-        "UV",
-    ]
-)
 
 # --------------------------------------------------------------------------- writing
 
@@ -371,7 +334,7 @@ class _NativeModelReader:
         if len(key) != 8 or not all(c in "0123456789ABCDEF" for c in key):
             raise InvalidRequest(f"DicomAttribute tag {key!r} is not 8 hex digits")
         vr = attrs.get("vr", "")
-        if vr not in _VRS:
+        if vr not in ALL_VRS:
             raise InvalidRequest(f"DicomAttribute {key} has no valid vr")
         if key in dataset:
             raise InvalidRequest(f"DicomAttribute {key} appears twice in one data set")

@@ -138,3 +138,22 @@ async def test_text_html_is_406(client: httpx.AsyncClient) -> None:
 
 async def test_trailing_slash(client: httpx.AsyncClient, archive: list) -> None:
     assert len((await client.get("/studies/")).json()) == 3
+
+
+async def test_sequence_matching(client: httpx.AsyncClient) -> None:
+    from pydicom.dataset import Dataset
+
+    def request(procedure_id: str) -> list[Dataset]:
+        item = Dataset()
+        item.RequestedProcedureID = procedure_id
+        item.ScheduledProcedureStepID = "SPS-" + procedure_id
+        return [item]
+
+    wanted = make_dataset(RequestAttributesSequence=request("RP-7"))
+    other = make_dataset(RequestAttributesSequence=request("RP-8"))
+    await store(client, wanted, other)
+    r = await client.get("/series", params={"RequestAttributesSequence.RequestedProcedureID": "RP-7"})
+    assert r.status_code == 200
+    assert uids(r.json(), "0020000E") == [wanted.SeriesInstanceUID]
+    r = await client.get("/series", params={"00400275.00401001": "RP-8"})  # by tags
+    assert uids(r.json(), "0020000E") == [other.SeriesInstanceUID]

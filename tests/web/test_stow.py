@@ -228,3 +228,15 @@ async def test_a_stalled_body_is_408(make_kit) -> None:
                 r = await c.post("/studies", content=stalls(), headers={"Content-Type": DICOM_CT})
             assert r.status_code == 408
             assert "request body" in r.text
+
+
+async def test_dcm4chee_style_transfer_syntax_parameters(client: httpx.AsyncClient) -> None:
+    ds = make_dataset()
+    body = (
+        b"--b\r\nContent-Type: application/dicom; transfer-syntax=1.2.840.10008.1.2.1\r\n\r\n"
+        + part10_bytes(ds)
+        + b"\r\n--b--\r\n"
+    )
+    content_type = 'multipart/related; type="application/dicom"; boundary=b; transfer-syntax=1.2.840.10008.1.2.1'
+    r = await client.post("/studies", content=body, headers={"Content-Type": content_type})
+    assert r.status_code == 200, r.text
