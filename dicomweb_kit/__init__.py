@@ -22,7 +22,7 @@ from .errors import (
     StorageUnavailable,
     UnsupportedMediaType,
 )
-from .index import AddOutcome, IndexCapabilities, InstanceIndex, InstanceRecord, MatchRow, Page
+from .index import AddOutcome, IndexCapabilities, InstanceIndex, InstanceRecord, MatchRow, Page, ScopeSummary
 from .kit import DicomWeb
 from .query.matching import instance_matches
 from .query.terms import (
@@ -70,6 +70,7 @@ __all__ = [
     "RequestTimeout",
     "ResourceKey",
     "ResourceNotFound",
+    "ScopeSummary",
     "SequenceMatch",
     "Settings",
     "SingleValue",

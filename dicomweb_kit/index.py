@@ -22,6 +22,7 @@ __all__ = [
     "InstanceRecord",
     "MatchRow",
     "Page",
+    "ScopeSummary",
 ]
 
 
@@ -102,6 +103,21 @@ class Page(msgspec.Struct, frozen=True):
     has_more: bool = False
 
 
+class ScopeSummary(msgspec.Struct, frozen=True):
+    """What is stored under a scope, cheaply: for 404s, transfer syntax negotiation and ETags.
+
+    Attributes:
+        instances: how many instances the scope holds (at least 1).
+        transfer_syntaxes: the distinct transfer syntaxes they are stored in, sorted.
+        version: an opaque string that changes whenever a record under the scope is added,
+            replaced or removed (e.g. count and highest insertion sequence number).
+    """
+
+    instances: int
+    transfer_syntaxes: tuple[str, ...]
+    version: str
+
+
 class IndexCapabilities(msgspec.Struct, frozen=True):
     """What an index can match; reported by the Capabilities service and read by the contract suite."""
 
@@ -141,6 +157,10 @@ class InstanceIndex(Protocol):
 
     def records(self, scope: ResourceKey, /) -> AsyncIterator[InstanceRecord]:
         """Every record under ``scope`` (a study, series or instance)."""
+        ...
+
+    async def summary(self, scope: ResourceKey, /) -> ScopeSummary | None:
+        """Count, transfer syntaxes and version of the records under ``scope``; ``None`` if none."""
         ...
 
     async def search(self, query: Query, /) -> Page:

@@ -21,6 +21,7 @@ from dicomweb_kit import (
     Query,
     ResourceKey,
     ResourceNotFound,
+    ScopeSummary,
     instance_matches,
 )
 
@@ -104,6 +105,14 @@ class MemoryIndex:
     async def records(self, scope: ResourceKey, /) -> AsyncIterator[InstanceRecord]:
         for entry in list(self._entries(scope)):
             yield entry.record
+
+    async def summary(self, scope: ResourceKey, /) -> ScopeSummary | None:
+        entries = list(self._entries(scope))
+        if not entries:
+            return None
+        newest = max(e.stored_order for e in entries)
+        syntaxes = tuple(sorted({e.record.transfer_syntax_uid for e in entries}))
+        return ScopeSummary(instances=len(entries), transfer_syntaxes=syntaxes, version=f"{len(entries)}-{newest}")
 
     async def search(self, query: Query, /) -> Page:
         matched = (row for row in self._rows(query) if row is not None)

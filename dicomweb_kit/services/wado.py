@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
@@ -12,26 +13,32 @@ from ..codecs import dicom_json, dicom_xml
 from ..codecs.multipart import new_boundary, write_multipart
 from ..codecs.transcode import UNCOMPRESSED, to_explicit_vr_little_endian
 from ..errors import ResourceNotFound
-from ..index import InstanceRecord
+from ..index import InstanceRecord, ScopeSummary
 from ..media_types import EXPLICIT_VR_LE, NOT_FOR_WEB, Choice, Offer, negotiate
 from ..resources import ResourceKey
 
 if TYPE_CHECKING:
     from ..kit import DicomWeb
 
-__all__ = ["RetrievePlan", "instance_parts", "metadata_json", "metadata_xml_parts", "plan_retrieve"]
+__all__ = [
+    "RetrievePlan",
+    "instance_parts",
+    "metadata_etag",
+    "metadata_json",
+    "metadata_xml",
+    "plan_retrieve",
+    "require_summary",
+]
 
 _DICOM = "application/dicom"
 
 
-async def _require_records(kit: DicomWeb, scope: ResourceKey) -> set[str]:
-    """The distinct transfer syntaxes stored under ``scope``; 404 when it holds nothing."""
-    syntaxes: set[str] = set()
-    async for record in kit.index.records(scope):
-        syntaxes.add(record.transfer_syntax_uid)
-    if not syntaxes:
+async def require_summary(kit: DicomWeb, scope: ResourceKey) -> ScopeSummary:
+    """What is stored under ``scope``; 404 when it holds nothing."""
+    summary = await kit.index.summary(scope)
+    if summary is None:
         raise ResourceNotFound(f"no {scope.level or 'study'} {scope} is stored here")
-    return syntaxes
+    return summary
 
 
 def _producible(stored: str) -> set[str]:
@@ -66,8 +73,8 @@ async def plan_retrieve(
     kit: DicomWeb, scope: ResourceKey, accept: str | None, /, *, accept_param: str | None = None
 ) -> RetrievePlan:
     """Check that ``scope`` exists and negotiate the response (406 when nothing fits)."""
-    stored = await _require_records(kit, scope)
-    common = set.intersection(*(_producible(ts) for ts in stored))
+    summary = await require_summary(kit, scope)
+    common = set.intersection(*(_producible(ts) for ts in summary.transfer_syntaxes))
     offer = Offer("multipart/related", part_type=_DICOM, transfer_syntaxes=tuple(sorted(common)))
     return RetrievePlan(scope, negotiate(accept, [offer], accept_param=accept_param))
 
@@ -101,41 +108,26 @@ def _with_base(metadata: bytes, service_url: str) -> bytes:
     return metadata.replace(b'"BulkDataURI":"', b'"BulkDataURI":"' + service_url.encode() + b"/")
 
 
-async def _require_any(kit: DicomWeb, scope: ResourceKey) -> AsyncIterator[InstanceRecord]:
-    records = kit.index.records(scope)
-    first = await anext(records, None)
-    if first is None:
-        raise ResourceNotFound(f"no {scope.level or 'study'} {scope} is stored here")
-
-    async def all_records() -> AsyncIterator[InstanceRecord]:
-        yield first
-        async for record in records:
-            yield record
-
-    return all_records()
-
-
 async def metadata_json(kit: DicomWeb, scope: ResourceKey, service_url: str) -> AsyncIterator[bytes]:
-    """The metadata of every instance under ``scope`` as a DICOM JSON array, spliced from stored JSON."""
-    records = await _require_any(kit, scope)
+    """The metadata of every instance under ``scope`` as a DICOM JSON array, spliced from stored JSON.
 
-    async def body() -> AsyncIterator[bytes]:
-        separator = b"["
-        async for record in records:
-            yield separator + _with_base(bytes(record.metadata), service_url)
-            separator = b","
-        yield b"]"
-
-    return body()
+    Stored metadata is never decoded: each record's bytes go out as they were encoded at ingest.
+    """
+    separator = b"["
+    async for record in kit.index.records(scope):
+        yield separator + _with_base(bytes(record.metadata), service_url)
+        separator = b","
+    yield b"]" if separator == b"," else b"[]"
 
 
-async def metadata_xml_parts(kit: DicomWeb, scope: ResourceKey, service_url: str) -> AsyncIterator[bytes]:
+async def metadata_xml(kit: DicomWeb, scope: ResourceKey, service_url: str) -> AsyncIterator[bytes]:
     """The metadata of every instance under ``scope`` as NativeDicomModel XML documents."""
-    records = await _require_any(kit, scope)
+    async for record in kit.index.records(scope):
+        yield dicom_xml.json_dict_to_xml(dicom_json.decode(_with_base(bytes(record.metadata), service_url)))
 
-    async def body() -> AsyncIterator[bytes]:
-        async for record in records:
-            attributes = dicom_json.decode(_with_base(bytes(record.metadata), service_url))
-            yield dicom_xml.json_dict_to_xml(attributes)
 
-    return body()
+def metadata_etag(summary: ScopeSummary, service_url: str, representation: str) -> str:
+    """A weak ETag of one metadata representation (RFC 9110 §8.8.3): it changes with the records,
+    the URL base the BulkDataURIs are built on, and the media type."""
+    digest = hashlib.blake2s(f"{summary.version}|{service_url}|{representation}".encode(), digest_size=12)
+    return f'W/"{digest.hexdigest()}"'

@@ -176,6 +176,33 @@ class InstanceIndexContract:
         assert await _keys(archive, ResourceKey("9.9.9")) == []
         assert await _keys(archive, ResourceKey(STUDY_B, SERIES_A1)) == []
 
+    async def test_summary(self, archive: InstanceIndex) -> None:
+        summary = await archive.summary(ResourceKey(STUDY_A))
+        assert summary is not None
+        assert (summary.instances, summary.transfer_syntaxes) == (3, ("1.2.840.10008.1.2.1",))
+        assert await archive.summary(ResourceKey("9.9.9")) is None
+        series = await archive.summary(ResourceKey(STUDY_A, SERIES_A2))
+        assert series is not None and series.instances == 1
+
+    async def test_summary_version_changes_with_every_write(self, archive: InstanceIndex) -> None:
+        scope = ResourceKey(STUDY_A)
+        versions = set()
+
+        async def version() -> str:
+            summary = await archive.summary(scope)
+            return summary.version if summary else "gone"
+
+        versions.add(await version())
+        assert await version() in versions  # stable while nothing changes
+        replacement = _record(STUDY_A, SERIES_A1, SERIES_A1 + ".1", patient_name="New^Name")
+        await archive.add(replacement, on_existing="replace")
+        versions.add(await version())
+        await archive.add(_record(STUDY_A, SERIES_A1, SERIES_A1 + ".3"), on_existing="keep")
+        versions.add(await version())
+        await archive.remove(ResourceKey(STUDY_A, SERIES_A1, SERIES_A1 + ".2"))
+        versions.add(await version())
+        assert len(versions) == 4
+
     async def test_keep_leaves_the_first_record(self, archive: InstanceIndex) -> None:
         again = _record(STUDY_A, SERIES_A1, SERIES_A1 + ".1", patient_name="Other^Name")
         outcome = await archive.add(again, on_existing="keep")

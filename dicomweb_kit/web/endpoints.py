@@ -9,12 +9,12 @@ import anyio
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 
-from ..codecs.multipart import multipart_content_type
+from ..codecs.multipart import multipart_content_type, new_boundary
 from ..errors import MalformedMultipart, PayloadTooLarge, RequestTimeout
 from ..media_types import Offer, negotiate
 from ..resources import Level, ResourceKey
 from ..services import qido, stow, wado
-from .responses import XML_TYPE, dataset_response, datasets_response, xml_parts_response
+from .responses import XML_TYPE, dataset_response, datasets_response, gzip_if_accepted, xml_parts
 
 if TYPE_CHECKING:
     from ..kit import DicomWeb
@@ -61,6 +61,16 @@ async def _body(request: Request, limit: int, stall_seconds: float) -> AsyncIter
                 yield chunk
     except ClientDisconnect as exc:
         raise MalformedMultipart("the request body ended early: the client disconnected") from exc
+
+
+def _matches_etag(if_none_match: str | None, etag: str) -> bool:
+    """Weak comparison (RFC 9110 §13.1.2): ``W/"x"`` and ``"x"`` are the same validator."""
+    if not if_none_match:
+        return False
+    if if_none_match.strip() == "*":
+        return True
+    opaque = etag.removeprefix("W/")
+    return any(tag.strip().removeprefix("W/") == opaque for tag in if_none_match.split(","))
 
 
 class Endpoints:
@@ -131,6 +141,18 @@ class Endpoints:
         choice = negotiate(request.headers.get("accept"), LIST_OFFERS, accept_param=_accept_param(request))
         scope = _scope(request)
         base = service_url(request)
+        summary = await wado.require_summary(self.kit, scope)
+        etag = wado.metadata_etag(summary, base, str(choice.offer))
+        headers = {"ETag": etag, "Cache-Control": "no-cache"}
+        if _matches_etag(request.headers.get("if-none-match"), etag):
+            return Response(status_code=304, headers=headers)  # RFC 9110 §13.1.2
+        body: AsyncIterator[bytes | memoryview]
         if choice.offer.part_type == XML_TYPE:
-            return xml_parts_response(await wado.metadata_xml_parts(self.kit, scope, base))
-        return StreamingResponse(await wado.metadata_json(self.kit, scope, base), media_type=choice.offer.media_type)
+            boundary = new_boundary()
+            body = xml_parts(wado.metadata_xml(self.kit, scope, base), boundary)
+            media_type = multipart_content_type(XML_TYPE, boundary)
+        else:
+            body = wado.metadata_json(self.kit, scope, base)
+            media_type = choice.offer.media_type
+        body = gzip_if_accepted(request.headers.get("accept-encoding"), body, headers)
+        return StreamingResponse(body, headers=headers, media_type=media_type)

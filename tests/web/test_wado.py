@@ -107,3 +107,29 @@ async def test_wrong_method_is_405(client: httpx.AsyncClient) -> None:
     r = await client.delete("/studies")
     assert r.status_code == 405
     assert "GET" in r.headers["allow"]
+
+
+async def test_metadata_etag_304_and_gzip(client: httpx.AsyncClient) -> None:
+    import gzip
+
+    study, series = generate_uid(), generate_uid()
+    await store(client, *(part10_bytes(make_dataset(study=study, series=series)) for _ in range(3)))
+    url = f"/studies/{study}/series/{series}/metadata"
+    plain = await client.get(url, headers={"Accept-Encoding": "identity"})
+    assert "content-encoding" not in plain.headers
+    etag = plain.headers["etag"]
+    assert (await client.get(url, headers={"If-None-Match": etag})).status_code == 304
+    assert (await client.get(url, headers={"If-None-Match": '"other", ' + etag})).status_code == 304
+    raw = await client.get(url, headers={"Accept-Encoding": "gzip"})
+    assert raw.headers["content-encoding"] == "gzip"
+    assert raw.json() == plain.json()  # httpx decodes gzip; check the bytes really were compressed:
+    async with client.stream("GET", url, headers={"Accept-Encoding": "gzip"}) as streamed:
+        compressed = b"".join([chunk async for chunk in streamed.aiter_raw()])
+    assert gzip.decompress(compressed) == plain.content
+    # A new instance changes the ETag; the old one no longer matches.
+    await store(client, part10_bytes(make_dataset(study=study, series=series)))
+    again = await client.get(url, headers={"If-None-Match": etag})
+    assert again.status_code == 200 and len(again.json()) == 4
+    assert again.headers["etag"] != etag
+    xml = await client.get(url, headers={"Accept": "application/dicom+xml"})
+    assert xml.headers["etag"] != again.headers["etag"]  # one ETag per representation
