@@ -1,4 +1,4 @@
-"""The ``dicomweb-kit`` command: serve the DICOMweb service standalone.
+"""The ``dicomweb-kit`` command: serve, import, check, and upgrade the database schema.
 
 The core never imports an adapter; the command names its backends as dotted paths and imports
 them lazily (as fsspec's ``known_implementations`` does), so the import boundary holds.
@@ -12,64 +12,167 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-__all__ = ["create_standalone_app", "main"]
+__all__ = ["BackendConfig", "build_kit", "create_standalone_app", "main"]
 
 log = logging.getLogger("dicomweb_kit")
 
-BACKENDS = {
-    "memory": ("dicomweb_kit_adapters.memory:MemoryBlobStore", "dicomweb_kit_adapters.memory:MemoryIndex"),
-}
-_ROOT_ENV = "DICOMWEB_KIT_ROOT"
-_BACKEND_ENV = "DICOMWEB_KIT_BACKEND"
+FILE_BLOB_STORE = "dicomweb_kit_adapters.filesystem:FileBlobStore"
+SQL_INDEX = "dicomweb_kit_adapters.sql:SqlIndex"
+MEMORY_BLOB_STORE = "dicomweb_kit_adapters.memory:MemoryBlobStore"
+MEMORY_INDEX = "dicomweb_kit_adapters.memory:MemoryIndex"
+
+ENV_DATA_DIR = "DICOMWEB_KIT_DATA_DIR"
+ENV_DATABASE_URL = "DICOMWEB_KIT_DATABASE_URL"
+ENV_STORAGE = "DICOMWEB_KIT_STORAGE"
+ENV_ROOT = "DICOMWEB_KIT_ROOT"
+ENV_ALLOW_DELETE = "DICOMWEB_KIT_ALLOW_DELETE"
+DEFAULT_DATA_DIR = "dicomweb-data"
 
 
 def _load(path: str) -> Any:
     module, _, name = path.partition(":")
-    return getattr(importlib.import_module(module), name)
+    try:
+        return getattr(importlib.import_module(module), name)
+    except ImportError as exc:
+        raise SystemExit(
+            f"dicomweb-kit: {module} needs packages that are not installed ({exc.name}): "
+            "pip install 'dicomweb-kit[serve]' (or '[sql]' for PostgreSQL/MariaDB)"
+        ) from exc
+
+
+class BackendConfig:
+    """Where the data lives: ``memory``, or a database URL plus a blob directory.
+
+    Defaults (the embedded default): SQLite at ``<data dir>/index.sqlite3`` and blobs under
+    ``<data dir>/blobs``, with ``<data dir>`` = ``./dicomweb-data``. Environment variables
+    ``DICOMWEB_KIT_DATA_DIR``, ``DICOMWEB_KIT_DATABASE_URL`` and ``DICOMWEB_KIT_STORAGE`` set them
+    too; command-line options win.
+    """
+
+    def __init__(
+        self, *, data_dir: str | None = None, database_url: str | None = None, storage: str | None = None
+    ) -> None:
+        base = Path(data_dir or os.environ.get(ENV_DATA_DIR) or DEFAULT_DATA_DIR)
+        self.database_url = database_url or os.environ.get(ENV_DATABASE_URL) or ""
+        self.storage = storage or os.environ.get(ENV_STORAGE) or ""
+        self.memory = self.database_url == "memory" or self.storage == "memory"
+        if not self.memory:
+            self.database_url = self.database_url or f"sqlite:///{(base / 'index.sqlite3').resolve()}"
+            self.storage = str(Path(self.storage or base / "blobs").resolve())
+
+    def export(self) -> None:
+        """Hand the choice to uvicorn workers (separate processes) through the environment."""
+        os.environ[ENV_DATABASE_URL] = "memory" if self.memory else self.database_url
+        os.environ[ENV_STORAGE] = "memory" if self.memory else self.storage
+
+    def describe(self) -> str:
+        if self.memory:
+            return "in memory: data is lost when the server stops"
+        return f"index {_redact(self.database_url)}, blobs in {self.storage}"
+
+    def adapters(self) -> tuple[Any, Any]:
+        if self.memory:
+            return _load(MEMORY_BLOB_STORE)(), _load(MEMORY_INDEX)()
+        Path(self.storage).mkdir(parents=True, exist_ok=True)
+        if self.database_url.startswith("sqlite:///"):
+            Path(self.database_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        return _load(FILE_BLOB_STORE)(self.storage), _load(SQL_INDEX)(self.database_url)
+
+
+def _redact(url: str) -> str:
+    """A database URL without its password, for logs."""
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest and ":" in rest.split("@", 1)[0]:
+        user = rest.split("@", 1)[0].split(":", 1)[0]
+        return f"{scheme}{sep}{user}:***@{rest.split('@', 1)[1]}"
+    return url
+
+
+def build_kit(config: BackendConfig, *, allow_delete: bool = False) -> Any:
+    from .kit import DicomWeb
+    from .settings import Settings
+
+    blobs, index = config.adapters()
+    return DicomWeb(blobs=blobs, index=index, settings=Settings(allow_delete=allow_delete))
 
 
 def create_standalone_app() -> Any:
-    """The app ``serve`` runs (a factory, so each uvicorn worker builds its own)."""
+    """The app ``serve`` runs (a factory, so each uvicorn worker builds its own kit)."""
     from starlette.applications import Starlette
     from starlette.routing import Mount
 
-    from .kit import DicomWeb
-
-    root = os.environ.get(_ROOT_ENV, "/dicom-web").rstrip("/")
-    blob_path, index_path = BACKENDS[os.environ.get(_BACKEND_ENV, "memory")]
-    kit = DicomWeb(blobs=_load(blob_path)(), index=_load(index_path)())
+    root = os.environ.get(ENV_ROOT, "/dicom-web").rstrip("/")
+    kit = build_kit(BackendConfig(), allow_delete=os.environ.get(ENV_ALLOW_DELETE) == "1")
     return Starlette(routes=[Mount(root or "/", app=kit.app)], lifespan=kit.lifespan)
+
+
+def _backend_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", help=f"where the embedded default keeps its data (default ./{DEFAULT_DATA_DIR})")
+    parser.add_argument(
+        "--database-url",
+        help="index database: sqlite:///path, postgresql://user@host/db, mysql://user@host/db, or 'memory'",
+    )
+    parser.add_argument("--storage", help="blob directory (default <data dir>/blobs), or 'memory'")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dicomweb-kit", description="An embeddable DICOMweb server.")
     commands = parser.add_subparsers(dest="command", required=True)
+
     serve = commands.add_parser("serve", help="serve DICOMweb over HTTP (needs the `serve` extra)")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8042, help="port (default 8042, as Orthanc)")
     serve.add_argument("--root", default="/dicom-web", help="path prefix of the service (default /dicom-web)")
     serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    serve.add_argument("--allow-delete", action="store_true", help="enable DELETE of studies, series, instances")
     serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    _backend_options(serve)
+
+    importer = commands.add_parser("import", help="store folders of DICOM files through the STOW-RS ingest path")
+    importer.add_argument("paths", nargs="+", help="files or folders (searched recursively)")
+    importer.add_argument("--jobs", type=int, default=4, help="instances stored at once (default 4)")
+    _backend_options(importer)
+
+    check = commands.add_parser("check", help="verify the index against the blobs")
+    check.add_argument("--repair", action="store_true", help="drop records without blobs, delete unreferenced blobs")
+    check.add_argument("--deep", action="store_true", help="also re-read every blob's header (slow)")
+    _backend_options(check)
+
+    db = commands.add_parser("db", help="database schema")
+    db_commands = db.add_subparsers(dest="db_command", required=True)
+    upgrade = db_commands.add_parser("upgrade", help="create or upgrade the index schema")
+    _backend_options(upgrade)
+
     args = parser.parse_args(argv)
-    return _serve(args)
+    logging.basicConfig(level=getattr(args, "log_level", "info").upper(), format="%(levelname)s: %(message)s")
+    config = BackendConfig(data_dir=args.data_dir, database_url=args.database_url, storage=args.storage)
+    if args.command == "serve":
+        return _serve(args, config)
+    from . import operations
+
+    if args.command == "import":
+        return operations.run(operations.import_paths(build_kit(config), args.paths, jobs=args.jobs))
+    if args.command == "check":
+        return operations.run(operations.check(build_kit(config), repair=args.repair, deep=args.deep))
+    return operations.run(operations.upgrade(build_kit(config)))
 
 
-def _serve(args: argparse.Namespace) -> int:
+def _serve(args: argparse.Namespace, config: BackendConfig) -> int:
     try:
         import uvicorn
     except ImportError:
         print("dicomweb-kit serve needs uvicorn: pip install 'dicomweb-kit[serve]'", file=sys.stderr)
         return 2
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s: %(message)s")
     root = "/" + args.root.strip("/")
-    os.environ[_ROOT_ENV] = root
-    backend = os.environ.setdefault(_BACKEND_ENV, "memory")
-    if backend == "memory":
-        log.warning("storage: in memory (persistent storage is not available yet): data is lost when the server stops")
-        if args.workers > 1:
-            log.warning("storage: each of the %d workers has its own memory store", args.workers)
+    os.environ[ENV_ROOT] = root
+    os.environ[ENV_ALLOW_DELETE] = "1" if args.allow_delete else "0"
+    config.export()
+    log.info("storage: %s", config.describe())
+    if config.memory and args.workers > 1:
+        log.warning("storage: each of the %d workers has its own memory store", args.workers)
     log.info("DICOMweb service at http://%s:%d%s", args.host, args.port, root if root != "/" else "")
     uvicorn.run(
         "dicomweb_kit.cli:create_standalone_app",

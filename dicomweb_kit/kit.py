@@ -72,9 +72,11 @@ class DicomWeb:
         return lifespan
 
     async def __aenter__(self) -> Self:
-        opener = getattr(self.index, "open", None)
-        if opener is not None:  # optional adapter hook: create tables, connect pools
-            await opener()
+        # Optional adapter hook `async def open()`: create tables, connect pools, sweep temp files.
+        for adapter in (self.blobs, self.index):
+            opener = getattr(adapter, "open", None)
+            if opener is not None:
+                await opener()
         return self
 
     async def __aexit__(

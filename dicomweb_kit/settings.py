@@ -35,6 +35,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             than this are read back from the blob store.
         body_read_timeout: seconds STOW-RS waits for the next piece of a request body before it
             answers 408 and frees the worker for others (a stalled or trickling client).
+        allow_delete: serve DELETE on studies, series and instances (not part of PS3.18; dcm4chee
+            and Microsoft's server offer it). Off by default: DELETE is then 405.
         max_repair_bytes: largest instance that STOW-RS accepts without the Part 10 preamble and
             rewrites as a Part 10 file in memory (some clients, dicomweb-client among them, send
             such datasets).
@@ -52,3 +54,4 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     header_prefix_bytes: int = 4 << 20
     max_repair_bytes: int = 512 << 20
     body_read_timeout: float = 60.0
+    allow_delete: bool = False

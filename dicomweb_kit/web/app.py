@@ -45,6 +45,8 @@ def create_app(kit: DicomWeb) -> ASGIApp:
         Route(I, e.retrieve, methods=["GET"]),
         Route(I + "/metadata", e.metadata, methods=["GET"]),
     ]
+    if kit.settings.allow_delete:
+        routes += [Route(path, e.delete, methods=["DELETE"]) for path in (S, R, I)]
     # The DICOMweb tutorial queries `/studies/`: every resource answers with a trailing slash too,
     # directly (a redirect would lose the Accept header with some clients).
     routes += [Route(r.path + "/", r.endpoint, methods=sorted(r.methods or ())) for r in list(routes)]

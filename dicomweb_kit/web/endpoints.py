@@ -13,7 +13,7 @@ from ..codecs.multipart import multipart_content_type, new_boundary
 from ..errors import MalformedMultipart, PayloadTooLarge, RequestTimeout
 from ..media_types import Offer, negotiate
 from ..resources import Level, ResourceKey
-from ..services import qido, stow, wado
+from ..services import delete, qido, stow, wado
 from .responses import XML_TYPE, dataset_response, datasets_response, gzip_if_accepted, xml_parts
 
 if TYPE_CHECKING:
@@ -135,6 +135,11 @@ class Endpoints:
             wado.instance_parts(self.kit, plan),
             media_type=multipart_content_type("application/dicom", plan.boundary, **params),
         )
+
+    async def delete(self, request: Request) -> Response:
+        """DELETE a study, series or instance (``Settings.allow_delete``): 204, or 404."""
+        await delete.delete_resource(self.kit, _scope(request))
+        return Response(status_code=204)
 
     async def metadata(self, request: Request) -> Response:
         """WADO-RS metadata, PS3.18 §10.4.1.1.2: DICOM JSON array or multipart XML."""
