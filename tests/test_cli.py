@@ -14,7 +14,18 @@ from conftest import free_port
 def test_serve_starts_and_answers_at_dicom_web() -> None:
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "dicomweb_kit.cli", "serve", "--port", str(port), "--root", "/pacs/dicom-web"],
+        [
+            sys.executable,
+            "-m",
+            "dicomweb_kit.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--root",
+            "/pacs/dicom-web",
+            "--database-url",
+            "memory",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},

@@ -18,7 +18,7 @@ async def test_delete_is_405_by_default(client: httpx.AsyncClient) -> None:
     assert r.status_code == 405
 
 
-async def test_delete_study_series_instance(make_kit) -> None:  # noqa: ANN001
+async def test_delete_study_series_instance(make_kit) -> None:
     async with make_kit(Settings(allow_delete=True)) as kit:
         kit: DicomWeb
         transport = httpx.ASGITransport(app=host_app(kit))
