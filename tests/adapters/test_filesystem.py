@@ -189,23 +189,37 @@ async def test_a_put_that_fails_to_write_leaves_no_temp_file(
     store: FileBlobStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await store.put("k", _chunks(b"old"))
-    real_write = os.write
+    real_writev = os.writev
     calls = 0
 
-    def full_disk(fd: int, data: Any) -> int:
+    def full_disk(fd: int, buffers: Any) -> int:
         nonlocal calls
         calls += 1
         if calls == 2:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/secret/server/path")
-        return real_write(fd, data)
+        return real_writev(fd, buffers)
 
-    monkeypatch.setattr(filesystem.os, "write", full_disk)
+    monkeypatch.setattr(filesystem.os, "writev", full_disk)
     with pytest.raises(StorageUnavailable) as caught:
         await store.put("k", _chunks(os.urandom(3 * MB)))
     assert "No space left on device" in str(caught.value) and "/secret" not in str(caught.value)
     assert isinstance(caught.value.__cause__, OSError)
     assert _temp_files(tmp_path) == []
     assert await _read(store, "k") == b"old"
+
+
+async def test_short_writes_are_resumed(store: FileBlobStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_writev = os.writev
+
+    def dribble(fd: int, buffers: Any) -> int:  # as a nearly full disk or a signal can make it
+        first = next(bytes(b) for b in buffers if len(b))
+        return real_writev(fd, [first[:1000]])
+
+    monkeypatch.setattr(filesystem.os, "writev", dribble)
+    data = os.urandom(300_000)
+    await store.put("short", _chunks(data, size=7000))
+    monkeypatch.undo()
+    assert await _read(store, "short") == data
 
 
 async def test_filesystem_errors_become_storage_unavailable(tmp_path: Path) -> None:
@@ -287,6 +301,30 @@ async def test_a_stream_in_progress_keeps_its_version(store: FileBlobStore) -> N
     await store.delete(["v"])
     rest = b"".join([c async for c in stream])
     assert first + rest == old
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts open descriptors in /proc")
+async def test_a_stream_abandoned_early_closes_its_file(store: FileBlobStore) -> None:
+    await store.put("long", _chunks(b"l" * 3 * MB))
+    await store.put("short", _chunks(b"s" * 1000))
+    open_fds = len(os.listdir("/proc/self/fd"))
+    for key in ("long", "short", "long"):
+        stream = store.get(key)
+        await stream.__anext__()
+        await stream.aclose()
+    async for _ in store.get("long", start=MB, end=MB):
+        pass
+    assert len(os.listdir("/proc/self/fd")) == open_fds
+
+
+async def test_a_blob_truncated_behind_our_back_is_an_error_not_a_short_stream(store: FileBlobStore) -> None:
+    await store.put("t", _chunks(b"t" * 3 * MB))
+    stream = store.get("t")
+    assert len(await stream.__anext__()) == MB
+    os.truncate(store.path_of("t"), MB + 10)
+    with pytest.raises(StorageUnavailable, match="shorter"):
+        async for _ in stream:
+            pass
 
 
 async def test_concurrent_puts_of_different_keys(store: FileBlobStore, tmp_path: Path) -> None:
