@@ -25,6 +25,7 @@ from .errors import (
 from .index import AddOutcome, IndexCapabilities, InstanceIndex, InstanceRecord, MatchRow, Page, ScopeSummary
 from .kit import DicomWeb
 from .query.matching import instance_matches
+from .query.qido_params import normalise_datetime, resolve_attribute
 from .query.terms import (
     Matcher,
     Query,
@@ -82,5 +83,7 @@ __all__ = [
     "Wildcard",
     "__version__",
     "instance_matches",
+    "normalise_datetime",
+    "resolve_attribute",
     "validate_uid",
 ]

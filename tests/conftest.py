@@ -12,7 +12,9 @@ import httpx
 import pydicom.data
 import pytest
 import uvicorn
+from dicomweb_kit_adapters.filesystem import FileBlobStore
 from dicomweb_kit_adapters.memory import MemoryBlobStore, MemoryIndex
+from dicomweb_kit_adapters.sql import SqlIndex
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
@@ -24,6 +26,7 @@ PYDICOM_TEST_FILES = Path(pydicom.data.__file__).parent / "test_files"
 # once per entry.
 ADAPTERS: dict[str, Callable[[Path], tuple[object, object]]] = {
     "memory": lambda _tmp: (MemoryBlobStore(), MemoryIndex()),
+    "files+sqlite": lambda tmp: (FileBlobStore(tmp / "blobs"), SqlIndex(f"sqlite:///{tmp / 'index.sqlite3'}")),
 }
 
 

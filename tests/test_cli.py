@@ -6,49 +6,67 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 from conftest import free_port
 
+from dicomweb_kit.testing import make_dataset, part10_bytes
 
-def test_serve_starts_and_answers_at_dicom_web() -> None:
+
+@contextmanager
+def serve(*options: str, cwd: Path | None = None) -> Iterator[tuple[int, list[str]]]:
+    """Run `dicomweb-kit serve`; yields the port and, after exit, the captured output lines."""
     port = free_port()
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "dicomweb_kit.cli",
-            "serve",
-            "--port",
-            str(port),
-            "--root",
-            "/pacs/dicom-web",
-            "--database-url",
-            "memory",
-        ],
+        [sys.executable, "-m", "dicomweb_kit.cli", "serve", "--port", str(port), *options],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        cwd=cwd,
     )
+    output: list[str] = []
     try:
         deadline = time.monotonic() + 30
         while True:
             try:
-                r = httpx.get(f"http://127.0.0.1:{port}/pacs/dicom-web/studies", timeout=2)
+                httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
                 break
             except httpx.TransportError:
                 assert process.poll() is None, process.stdout.read().decode() if process.stdout else ""
                 assert time.monotonic() < deadline, "server did not start"
                 time.sleep(0.1)
-        assert (r.status_code, r.json()) == (200, [])
-        assert httpx.get(f"http://127.0.0.1:{port}/dicom-web/studies").status_code == 404
+        yield port, output
     finally:
         process.terminate()
-        output = process.communicate(timeout=15)[0].decode()
-    assert "in memory" in output  # it says where the data is
+        output += process.communicate(timeout=15)[0].decode().splitlines()
+
+
+def test_serve_on_memory_at_a_custom_root() -> None:
+    with serve("--root", "/pacs/dicom-web", "--database-url", "memory") as (port, output):
+        r = httpx.get(f"http://127.0.0.1:{port}/pacs/dicom-web/studies")
+        assert (r.status_code, r.json()) == (200, [])
+        assert httpx.get(f"http://127.0.0.1:{port}/dicom-web/studies").status_code == 404
+    assert any("in memory" in line for line in output)  # it says where the data is
+
+
+def test_default_is_sqlite_and_files_in_dicomweb_data_and_survives_a_restart(tmp_path: Path) -> None:
+    ds = make_dataset()
+    body = b"--b\r\nContent-Type: application/dicom\r\n\r\n" + part10_bytes(ds) + b"\r\n--b--"
+    with serve(cwd=tmp_path) as (port, output):
+        url = f"http://127.0.0.1:{port}/dicom-web"
+        r = httpx.post(url + "/studies", content=body, headers={"Content-Type": "multipart/related; boundary=b"})
+        assert r.status_code == 200
+    assert any(str(tmp_path / "dicomweb-data" / "index.sqlite3") in line for line in output), output
+    assert (tmp_path / "dicomweb-data" / "blobs").is_dir()
+    with serve(cwd=tmp_path) as (port, _):
+        [study] = httpx.get(f"http://127.0.0.1:{port}/dicom-web/studies").json()
+        assert study["0020000D"]["Value"] == [ds.StudyInstanceUID]
 
 
 def test_help_lists_the_options() -> None:
     out = subprocess.run([sys.executable, "-m", "dicomweb_kit.cli", "serve", "--help"], capture_output=True, text=True)
-    for option in ("--host", "--port", "--root", "--workers"):
+    for option in ("--host", "--port", "--root", "--workers", "--database-url", "--storage", "--data-dir"):
         assert option in out.stdout

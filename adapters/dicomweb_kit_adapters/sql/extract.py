@@ -1,0 +1,237 @@
+"""What the SQL index stores of one instance to answer QIDO-RS matching in SQL.
+
+Every normalised form here reproduces a rule of :mod:`dicomweb_kit.query.matching` (PS3.4
+§C.2.2.2 as profiled by PS3.18 §8.3.4), so that a comparison in SQL gives exactly the answer
+the reference matcher gives in Python:
+
+* One ``instance_values`` row per value of a multi-valued attribute ("a multi-valued attribute
+  matches if any of its values matches"), and for PN one row per non-empty component group
+  (Alphabetic, Ideographic, Phonetic), with ``vidx`` (the value's position) and ``grp``.
+* ``value``: the text Wild Card Matching (§C.2.2.2.4) sees: ``str(value).rstrip(" ")``; for PN
+  the group with trailing padding/``^`` removed and case-folded (PN is case-insensitive).
+* ``value_key``: the text Single Value, List of UID and Range Matching (§C.2.2.2.1/2/5) compare:
+  numbers in an exact canonical form, DA/TM/DT normalised as ``normalise_datetime`` does, other
+  VRs ``str(value).strip(" ")``; for PN the fuzzy form (accents removed, case-folded).
+* A value SQL cannot hold faithfully (longer than :data:`MAX_TEXT`, NUL, lone surrogates, a UID
+  with non-space whitespace around it) gets one ``irregular`` row for its attribute instead;
+  such instances are answered from their stored metadata by the reference matcher.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
+from decimal import Decimal, InvalidOperation
+from functools import lru_cache
+from typing import Any, Final
+
+from dicomweb_kit import normalise_datetime, resolve_attribute
+
+__all__ = [
+    "DATE_TIME_VRS",
+    "DEFAULT_INDEXED",
+    "MAX_TEXT",
+    "NUMERIC_VRS",
+    "SOURCE_TAG",
+    "fold",
+    "indexed_attributes",
+    "number_key",
+    "pn_groups",
+    "pn_strip",
+    "representative",
+    "value_rows",
+]
+
+MAX_TEXT: Final = 256  # characters of an indexed value (index key size limits of all engines)
+
+DATE_TIME_VRS: Final = frozenset({"DA", "TM", "DT"})
+NUMERIC_VRS: Final = frozenset({"IS", "DS", "US", "SS", "UL", "SL", "UV", "SV", "FL", "FD"})
+_UNINDEXABLE_VRS: Final = frozenset({"SQ", "OB", "OW", "OF", "OD", "OL", "OV", "UN"})
+_PN_GROUPS: Final = ("Alphabetic", "Ideographic", "Phonetic")
+
+# ModalitiesInStudy / SOPClassesInStudy are matched against each instance's Modality / SOP
+# Class UID (PS3.4 §C.6.1.1.3.2 Note), as matching.py does.
+SOURCE_TAG: Final[Mapping[int, int]] = {0x00080061: 0x00080060, 0x00080062: 0x00080016}
+
+# The attributes matched in SQL by default (tag -> VR, PS3.6): the QIDO-RS study, series and
+# instance match keys of PS3.18 Tables 10.6.1-5..-7.
+DEFAULT_INDEXED: Final[Mapping[int, str]] = {
+    0x00080016: "UI",  # SOPClassUID
+    0x00080018: "UI",  # SOPInstanceUID
+    0x00080020: "DA",  # StudyDate
+    0x00080030: "TM",  # StudyTime
+    0x00080050: "SH",  # AccessionNumber
+    0x00080060: "CS",  # Modality (and ModalitiesInStudy)
+    0x00080090: "PN",  # ReferringPhysicianName
+    0x00081030: "LO",  # StudyDescription
+    0x0008103E: "LO",  # SeriesDescription
+    0x00100010: "PN",  # PatientName
+    0x00100020: "LO",  # PatientID
+    0x00100030: "DA",  # PatientBirthDate
+    0x00100040: "CS",  # PatientSex
+    0x0020000D: "UI",  # StudyInstanceUID
+    0x0020000E: "UI",  # SeriesInstanceUID
+    0x00200010: "SH",  # StudyID
+    0x00200011: "IS",  # SeriesNumber
+    0x00200013: "IS",  # InstanceNumber
+    0x00400244: "DA",  # PerformedProcedureStepStartDate
+    0x00400245: "TM",  # PerformedProcedureStepStartTime
+}
+
+
+def indexed_attributes(extra: Sequence[str | int]) -> dict[int, str]:
+    """The default match attributes plus ``extra`` (keywords, hex strings or int tags) with their VRs."""
+    from dicomweb_kit import ConfigurationError, InvalidQuery
+
+    indexed = dict(DEFAULT_INDEXED)
+    for item in extra:
+        name = f"{item:08X}" if isinstance(item, int) else item
+        try:
+            tag, vr = resolve_attribute(name)
+        except InvalidQuery as err:
+            raise ConfigurationError(f"extra_indexed: {err.message}") from None
+        if vr in _UNINDEXABLE_VRS:
+            raise ConfigurationError(f"extra_indexed: {name} has VR {vr}, which only supports universal matching")
+        indexed[SOURCE_TAG.get(tag, tag)] = vr
+    return indexed
+
+
+@lru_cache(maxsize=8192)
+def fold(text: str, accents: bool) -> str:
+    """Case-fold (and strip accents when ``accents``) exactly as matching.py's ``_fold``."""
+    if accents:
+        decomposed = unicodedata.normalize("NFKD", text)
+        text = "".join(char for char in decomposed if not unicodedata.combining(char))
+    return text.casefold()
+
+
+def pn_strip(text: str) -> str:
+    """Trailing ``^`` separators and space padding are insignificant (PS3.5 §6.2)."""
+    return text.strip(" ").rstrip("^").rstrip(" ")
+
+
+def pn_groups(value: Any) -> list[str]:
+    """The three component groups of a DICOM JSON PN value (a lenient string too)."""
+    if isinstance(value, Mapping):
+        return [str(value.get(name) or "") for name in _PN_GROUPS]
+    return (str(value).split("=") + ["", ""])[:3]
+
+
+def number_key(value: Any) -> str | None:
+    """An exact canonical text of a number (equal numbers, equal texts), or ``None``."""
+    if isinstance(value, bool):
+        return None
+    try:
+        number = Decimal(str(value).strip())
+    except (InvalidOperation, ValueError):
+        return None
+    if not number.is_finite():
+        return None
+    if number == 0:
+        return "0"
+    sign, digits, exponent = number.as_tuple()
+    assert isinstance(exponent, int)
+    text = "".join(map(str, digits)).lstrip("0")
+    stripped = text.rstrip("0")
+    exponent += len(text) - len(stripped)
+    return f"{'-' if sign else ''}{stripped}e{exponent}"
+
+
+def _storable(text: str | None) -> bool:
+    if text is None:
+        return True
+    if len(text) > MAX_TEXT or "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False  # lone surrogates: no engine stores them
+    return True
+
+
+def _key(value: Any, vr: str) -> str | None:
+    if vr in NUMERIC_VRS:
+        return number_key(value)
+    if vr in DATE_TIME_VRS:
+        return normalise_datetime(str(value), vr)
+    return str(value).strip(" ")
+
+
+def _rows_of(tag: int, vr: str, values: list[Any]) -> Iterable[dict[str, Any]]:
+    for vidx, value in enumerate(values):
+        if value is None:
+            continue
+        if vr == "PN":
+            for grp, group in enumerate(pn_groups(value)):
+                if group:
+                    stripped = pn_strip(group)
+                    yield _row(tag, vidx, grp, fold(stripped, False), fold(stripped, True))
+            continue
+        text = str(value)
+        if vr == "UI" and text.strip() != text.strip(" "):
+            yield _row(tag, vidx, 0, None, None, irregular=True)  # List of UID Matching strips all whitespace
+            continue
+        yield _row(tag, vidx, 0, text.rstrip(" "), _key(value, vr))
+
+
+def _row(
+    tag: int, vidx: int, grp: int, value: str | None, key: str | None, *, irregular: bool = False
+) -> dict[str, Any]:
+    if not irregular and not (_storable(value) and _storable(key)):
+        value, key, irregular = None, None, True
+    return {"tag": tag, "vidx": vidx, "grp": grp, "value": value, "value_key": key, "irregular": irregular}
+
+
+def value_rows(attrs: Mapping[str, Any], indexed: Mapping[int, str]) -> list[dict[str, Any]]:
+    """The ``instance_values`` rows (without ``instance_id``) of one instance's DICOM JSON object."""
+    rows: list[dict[str, Any]] = []
+    for tag, vr in indexed.items():
+        element = attrs.get(f"{tag:08X}")
+        values = element.get("Value") if isinstance(element, Mapping) else None
+        if not isinstance(values, list) or not values:
+            continue  # missing or zero length: only Universal Matching applies (PS3.4 §C.2.2.2.3)
+        tag_rows = list(_rows_of(tag, vr, values))
+        if any(row["irregular"] for row in tag_rows):
+            tag_rows = [_row(tag, 0, 0, None, None, irregular=True)]
+        rows.extend(tag_rows)
+    return rows
+
+
+# --------------------------------------------------------------------------------------------
+# Representative columns of studies and series (the newest instance's values)
+# --------------------------------------------------------------------------------------------
+
+_SAFE = re.compile(r"[\x00\ud800-\udfff]")
+
+
+def _text(attrs: Mapping[str, Any], tag: int) -> str | None:
+    element = attrs.get(f"{tag:08X}")
+    values = element.get("Value") if isinstance(element, Mapping) else None
+    if not isinstance(values, list) or not values or values[0] is None:
+        return None
+    value = values[0]
+    if isinstance(value, Mapping):
+        value = "=".join(pn_groups(value)).rstrip("=")
+    return _SAFE.sub("", str(value).strip(" "))[:MAX_TEXT]
+
+
+def representative(attrs: Mapping[str, Any], columns: Mapping[str, int]) -> dict[str, Any]:
+    """Column values (first value, truncated to :data:`MAX_TEXT`) for ``columns`` (name -> tag).
+
+    These are the summary/sort columns of ``studies`` and ``series``; matching never reads them
+    (a study matches when one of its instances does, so matching uses ``instance_values``).
+    """
+    out: dict[str, Any] = {name: _text(attrs, tag) for name, tag in columns.items()}
+    if "patient_name" in columns:
+        element = attrs.get("00100010")
+        values = element.get("Value") if isinstance(element, Mapping) else None
+        first = values[0] if isinstance(values, list) and values and values[0] is not None else None
+        groups = pn_groups(first) if first is not None else ["", "", ""]
+        alphabetic = _SAFE.sub("", pn_strip(groups[0]))[:MAX_TEXT]
+        out["patient_name_alphabetic"] = alphabetic or None
+        out["patient_name_ideographic"] = _SAFE.sub("", pn_strip(groups[1]))[:MAX_TEXT] or None
+        out["patient_name_phonetic"] = _SAFE.sub("", pn_strip(groups[2]))[:MAX_TEXT] or None
+        out["patient_name_fold"] = fold(alphabetic, False)[:MAX_TEXT] or None
+        out["patient_name_fuzzy"] = fold(alphabetic, True)[:MAX_TEXT] or None
+    return out

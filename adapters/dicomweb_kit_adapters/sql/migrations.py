@@ -1,0 +1,82 @@
+"""Schema versioning: a one-row ``dwk_schema_version`` table and an ordered list of steps.
+
+Why not Alembic: the index is one embedded package that must create or upgrade its own few
+tables on three engines at application start-up, from ``open()``, with no separate tool, no
+migration scripts directory to ship and locate, and no extra dependency. What Alembic would
+give us beyond that (autogenerate, branching, downgrades) is for applications that own their
+schema's evolution by hand; here the package owns it and only ever moves forward. Each step is
+a plain async function; :func:`upgrade` runs the missing ones in order under a lock, so it is
+idempotent and several workers may call ``open()`` at the same moment:
+
+* PostgreSQL: ``pg_advisory_xact_lock`` in the migration transaction (DDL is transactional);
+* MariaDB: ``GET_LOCK`` on the session (DDL commits implicitly, so a transaction cannot hold it);
+* SQLite: the migration transaction itself is ``BEGIN IMMEDIATE``.
+
+A new schema version appends ``(n, step)`` to :data:`MIGRATIONS`; steps must not be edited
+once released (step 1 creates the tables as they were at version 1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Final
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from dicomweb_kit import ConfigurationError
+
+from .dialects import Kind, acquire_schema_lock, insert_ignore, release_schema_lock
+from .schema import instance_values, instances, metadata, schema_version, series, studies
+
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "current_version", "upgrade"]
+
+Step = Callable[[AsyncConnection, Kind], Awaitable[None]]
+
+
+async def _v1_create_tables(conn: AsyncConnection, _kind: Kind) -> None:
+    tables = [studies, series, instances, instance_values]
+    await conn.run_sync(lambda sync: metadata.create_all(sync, tables=tables, checkfirst=True))
+
+
+MIGRATIONS: Final[list[tuple[int, Step]]] = [(1, _v1_create_tables)]
+SCHEMA_VERSION: Final = MIGRATIONS[-1][0]
+
+
+async def current_version(conn: AsyncConnection) -> int:
+    """The stored schema version (0: none yet)."""
+    version = await conn.scalar(select(schema_version.c.version).where(schema_version.c.id == 1))
+    return int(version or 0)
+
+
+async def upgrade(engine: AsyncEngine, kind: Kind) -> int:
+    """Bring the schema to :data:`SCHEMA_VERSION`; return the version found before."""
+    async with engine.connect() as conn:
+        conn = await conn.execution_options(dwk_write=True)
+        if kind == "mysql":
+            await acquire_schema_lock(kind, conn)
+            await conn.commit()
+        try:
+            async with conn.begin():
+                if kind == "postgresql":
+                    await acquire_schema_lock(kind, conn)
+                await conn.run_sync(lambda sync: schema_version.create(sync, checkfirst=True))
+                found = await current_version(conn)
+                if found > SCHEMA_VERSION:
+                    raise ConfigurationError(
+                        f"the index schema is version {found}, newer than this dicomweb-kit supports ({SCHEMA_VERSION})"
+                    )
+                for version, step in MIGRATIONS:
+                    if version > found:
+                        await step(conn, kind)
+                if found == 0:
+                    await conn.execute(insert_ignore(kind, schema_version, ["id"]), {"id": 1, "version": 0})
+                if found < SCHEMA_VERSION:
+                    await conn.execute(
+                        schema_version.update().where(schema_version.c.id == 1).values(version=SCHEMA_VERSION)
+                    )
+        finally:
+            if kind == "mysql":
+                await release_schema_lock(kind, conn)
+                await conn.commit()
+        return found

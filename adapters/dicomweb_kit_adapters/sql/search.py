@@ -1,0 +1,336 @@
+"""QIDO-RS search over the SQL index (PS3.18 §10.6, matching per PS3.4 §C.2.2.2).
+
+A study (series) matches when ONE of its instances matches every term, so every term is a
+predicate on an instance and the entity is selected with ``EXISTS`` over its instances.
+Two paths:
+
+* **SQL only** (every term compiled exactly, no irregular value involved): the entity query
+  carries the predicates, the stable order (first insertion: study, series, instance) and
+  ``LIMIT limit+1 OFFSET offset``.
+* **Answered from stored metadata** (a term on an attribute that is not indexed, Sequence
+  Matching, fuzzy PN forms SQL cannot express exactly, or instances with irregular values):
+  the SQL-expressible part still filters the candidates, which are streamed in keyset pages of
+  500 instances in the stable order and checked with the reference matcher
+  (``instance_matches``) on their stored metadata; offset and limit are applied after. Slower,
+  never wrong.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final
+
+import msgspec
+from sqlalchemy import ColumnElement, exists, false, func, literal, select, true, tuple_
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from dicomweb_kit import Level, MatchRow, Page, Query, ResourceKey, Term, instance_matches
+
+from .compile import compile_term
+from .dialects import Kind
+from .schema import instance_values, instances, series, studies
+
+__all__ = ["search"]
+
+_BATCH: Final = 500
+_MODALITY: Final = 0x00080060
+
+
+def _decode(data: bytes) -> dict[str, Any]:
+    decoded = msgspec.json.decode(bytes(data))
+    return decoded if isinstance(decoded, dict) else {}
+
+
+async def search(conn: AsyncConnection, query: Query, /, *, kind: Kind, indexed: Mapping[int, str]) -> Page:
+    """The page of entities at ``query.level`` under ``query.scope`` matching ``query.terms``."""
+    scope = query.scope
+    if query.level == Level.STUDY and (scope.series is not None or scope.instance is not None):
+        return Page([])
+    if query.level == Level.SERIES and scope.instance is not None:
+        return Page([])
+    if query.limit == 0:
+        return Page([], has_more=await _any(conn, query, kind, indexed))
+
+    residual, pushed_tags = _plan(query, kind, indexed)
+    if not residual and pushed_tags and await _has_irregular(conn, pushed_tags):
+        residual = []  # exact terms, but some instances hold values SQL cannot compare
+        ids = await _checked_ids(conn, query, kind, indexed, residual, pushed_tags)
+    elif residual:
+        ids = await _checked_ids(conn, query, kind, indexed, residual, pushed_tags)
+    else:
+        ids = await _sql_ids(conn, query, kind, indexed)
+    has_more = query.limit is not None and len(ids) > query.limit
+    if has_more:
+        ids = ids[: query.limit]
+    return Page(await _build_rows(conn, query.level, ids), has_more=has_more)
+
+
+def _plan(query: Query, kind: Kind, indexed: Mapping[int, str]) -> tuple[list[Term], list[int]]:
+    """The terms left to Python, and the indexed tags the SQL predicates read."""
+    residual: list[Term] = []
+    tags: list[int] = []
+    for term in query.terms:
+        compiled = compile_term(
+            term, kind=kind, indexed=indexed, instance_id=instances.c.id, fuzzy=query.fuzzy, with_irregular=False
+        )
+        if not compiled.exact:
+            residual.append(term)
+        if compiled.tag is not None:
+            tags.append(compiled.tag)
+    return residual, tags
+
+
+def _predicates(
+    query: Query, kind: Kind, indexed: Mapping[int, str], instance_id: Any, *, with_irregular: bool
+) -> list[ColumnElement[bool]]:
+    out = []
+    for term in query.terms:
+        compiled = compile_term(
+            term, kind=kind, indexed=indexed, instance_id=instance_id, fuzzy=query.fuzzy, with_irregular=with_irregular
+        )
+        if compiled.where is not None:
+            out.append(compiled.where)
+    return out
+
+
+async def _has_irregular(conn: AsyncConnection, tags: list[int]) -> bool:
+    statement = select(literal(1)).where(instance_values.c.irregular == true(), instance_values.c.tag.in_(tags))
+    return (await conn.execute(statement.limit(1))).first() is not None
+
+
+def _scope(scope: ResourceKey) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = []
+    if scope.study is not None:
+        conditions.append(studies.c.study_uid == scope.study)
+    if scope.series is not None:
+        conditions.append(series.c.series_uid == scope.series)
+    if scope.instance is not None:
+        conditions.append(instances.c.instance_uid == scope.instance)
+    return conditions
+
+
+def _entity_select(query: Query, kind: Kind, indexed: Mapping[int, str]) -> Any:
+    """Entity ids in the stable order, filtered by scope and the SQL predicates."""
+    level, scope = query.level, query.scope
+    if level == Level.INSTANCE:
+        statement = (
+            select(instances.c.id)
+            .select_from(
+                instances.join(series, series.c.id == instances.c.series_id).join(
+                    studies, studies.c.id == instances.c.study_id
+                )
+            )
+            .where(*_scope(scope), *_predicates(query, kind, indexed, instances.c.id, with_irregular=False))
+            .order_by(instances.c.study_id, instances.c.series_id, instances.c.id)
+        )
+        return statement
+    inner = instances.alias("i")
+    predicates = _predicates(query, kind, indexed, inner.c.id, with_irregular=False)
+    if level == Level.SERIES:
+        statement = (
+            select(series.c.id)
+            .select_from(series.join(studies, studies.c.id == series.c.study_id))
+            .where(*_scope(scope))
+            .order_by(series.c.study_id, series.c.id)
+        )
+        if predicates:
+            statement = statement.where(exists(select(1).where(inner.c.series_id == series.c.id, *predicates)))
+        return statement
+    statement = select(studies.c.id).where(*_scope(scope)).order_by(studies.c.id)
+    if predicates:
+        statement = statement.where(exists(select(1).where(inner.c.study_id == studies.c.id, *predicates)))
+    return statement
+
+
+async def _sql_ids(conn: AsyncConnection, query: Query, kind: Kind, indexed: Mapping[int, str]) -> list[int]:
+    statement = _entity_select(query, kind, indexed)
+    if query.offset:
+        statement = statement.offset(query.offset)
+    if query.limit is not None:
+        statement = statement.limit(query.limit + 1)
+    return [int(row[0]) for row in (await conn.execute(statement)).all()]
+
+
+async def _any(conn: AsyncConnection, query: Query, kind: Kind, indexed: Mapping[int, str]) -> bool:
+    """``limit=0``: is there any row past ``offset``? (``has_more`` of an empty page)."""
+    probe = msgspec.structs.replace(query, limit=1)
+    return bool((await search(conn, probe, kind=kind, indexed=indexed)).rows)
+
+
+async def _checked_ids(
+    conn: AsyncConnection,
+    query: Query,
+    kind: Kind,
+    indexed: Mapping[int, str],
+    residual: list[Term],
+    pushed_tags: list[int],
+) -> list[int]:
+    """Entity ids whose candidates pass the reference matcher, from ``offset``, at most limit+1."""
+    level = query.level
+    v = instance_values.alias()
+    irregular: ColumnElement[bool] = (
+        exists(select(1).where(v.c.instance_id == instances.c.id, v.c.irregular == true(), v.c.tag.in_(pushed_tags)))
+        if pushed_tags
+        else false()
+    )
+    base = (
+        select(
+            instances.c.id,
+            instances.c.study_id,
+            instances.c.series_id,
+            instances.c.metadata,
+            irregular.label("irregular"),
+        )
+        .select_from(
+            instances.join(series, series.c.id == instances.c.series_id).join(
+                studies, studies.c.id == instances.c.study_id
+            )
+        )
+        .where(*_scope(query.scope), *_predicates(query, kind, indexed, instances.c.id, with_irregular=True))
+        .order_by(instances.c.study_id, instances.c.series_id, instances.c.id)
+        .limit(_BATCH)
+    )
+    wanted = None if query.limit is None else query.offset + query.limit + 1
+    matched: list[int] = []
+    last: tuple[int, int, int] | None = None
+    while True:
+        statement = base
+        if last is not None:
+            statement = statement.where(
+                tuple_(instances.c.study_id, instances.c.series_id, instances.c.id) > tuple_(*last)
+            )
+        rows = (await conn.execute(statement)).all()
+        for row in rows:
+            entity = row.study_id if level == Level.STUDY else row.series_id if level == Level.SERIES else row.id
+            if matched and matched[-1] == entity:
+                continue  # the entity already matched on an earlier instance
+            terms = query.terms if row.irregular else residual
+            if instance_matches(terms, _decode(row.metadata), fuzzy=query.fuzzy):
+                matched.append(int(entity))
+                if wanted is not None and len(matched) >= wanted:
+                    return matched[query.offset :]
+        if len(rows) < _BATCH:
+            return matched[query.offset :]
+        last = (rows[-1].study_id, rows[-1].series_id, rows[-1].id)
+
+
+# --------------------------------------------------------------------------------------------
+# Result rows
+# --------------------------------------------------------------------------------------------
+
+
+async def _build_rows(conn: AsyncConnection, level: Level, ids: list[int]) -> list[MatchRow]:
+    if not ids:
+        return []
+    newest_in_study = select(func.max(instances.c.id)).where(instances.c.study_id == studies.c.id).scalar_subquery()
+    if level == Level.STUDY:
+        statement = select(
+            studies.c.id.label("entity"),
+            studies.c.id.label("study_id"),
+            studies.c.study_uid,
+            studies.c.num_series,
+            studies.c.num_instances.label("study_instances"),
+            literal(0).label("series_instances"),
+            newest_in_study.label("rep"),
+        ).where(studies.c.id.in_(ids))
+    elif level == Level.SERIES:
+        newest_in_series = (
+            select(func.max(instances.c.id)).where(instances.c.series_id == series.c.id).scalar_subquery()
+        )
+        statement = (
+            select(
+                series.c.id.label("entity"),
+                studies.c.id.label("study_id"),
+                studies.c.study_uid,
+                series.c.series_uid,
+                studies.c.num_series,
+                studies.c.num_instances.label("study_instances"),
+                series.c.num_instances.label("series_instances"),
+                newest_in_series.label("rep"),
+            )
+            .select_from(series.join(studies, studies.c.id == series.c.study_id))
+            .where(series.c.id.in_(ids))
+        )
+    else:
+        statement = (
+            select(
+                instances.c.id.label("entity"),
+                studies.c.id.label("study_id"),
+                studies.c.study_uid,
+                series.c.series_uid,
+                instances.c.instance_uid,
+                studies.c.num_series,
+                studies.c.num_instances.label("study_instances"),
+                series.c.num_instances.label("series_instances"),
+                instances.c.id.label("rep"),
+            )
+            .select_from(
+                instances.join(series, series.c.id == instances.c.series_id).join(
+                    studies, studies.c.id == instances.c.study_id
+                )
+            )
+            .where(instances.c.id.in_(ids))
+        )
+    found = {row.entity: row for row in (await conn.execute(statement)).all()}
+    rows = [found[entity] for entity in ids if entity in found]
+    study_ids = sorted({row.study_id for row in rows})
+    metadata = {
+        row.id: _decode(row.metadata)
+        for row in await conn.execute(
+            select(instances.c.id, instances.c.metadata).where(instances.c.id.in_([row.rep for row in rows]))
+        )
+    }
+    modalities = await _modalities(conn, study_ids)
+    sop_classes: dict[int, set[str]] = {}
+    for row in await conn.execute(
+        select(instances.c.study_id, instances.c.sop_class_uid).distinct().where(instances.c.study_id.in_(study_ids))
+    ):
+        sop_classes.setdefault(row.study_id, set()).add(row.sop_class_uid)
+    out = []
+    for row in rows:
+        if level == Level.STUDY:
+            key = ResourceKey(row.study_uid)
+        elif level == Level.SERIES:
+            key = ResourceKey(row.study_uid, row.series_uid)
+        else:
+            key = ResourceKey(row.study_uid, row.series_uid, row.instance_uid)
+        out.append(
+            MatchRow(
+                level=level,
+                key=key,
+                attributes=metadata.get(row.rep, {}),
+                study_series=int(row.num_series),
+                study_instances=int(row.study_instances),
+                series_instances=int(row.series_instances),
+                modalities_in_study=tuple(sorted(modalities.get(row.study_id, ()))),
+                sop_classes_in_study=tuple(sorted(sop_classes.get(row.study_id, ()))),
+            )
+        )
+    return out
+
+
+async def _modalities(conn: AsyncConnection, study_ids: list[int]) -> dict[int, set[str]]:
+    """Distinct Modality values per study, from the match values (metadata for irregular ones)."""
+    statement = (
+        select(instances.c.study_id, instances.c.id, instance_values.c.value, instance_values.c.irregular)
+        .select_from(instance_values.join(instances, instances.c.id == instance_values.c.instance_id))
+        .where(instance_values.c.tag == _MODALITY, instances.c.study_id.in_(study_ids))
+    )
+    out: dict[int, set[str]] = {}
+    irregular: dict[int, int] = {}
+    for row in await conn.execute(statement):
+        if row.irregular:
+            irregular[row.id] = row.study_id
+        elif row.value is not None:
+            out.setdefault(row.study_id, set()).add(row.value)
+    if irregular:
+        found = await conn.execute(
+            select(instances.c.id, instances.c.metadata).where(instances.c.id.in_(list(irregular)))
+        )
+        for item in found:
+            element = _decode(item.metadata).get("00080060") or {}
+            values = element.get("Value") if isinstance(element, dict) else None
+            for value in values if isinstance(values, list) else ():
+                if isinstance(value, str):
+                    out.setdefault(irregular[item.id], set()).add(value)
+    return out

@@ -1,0 +1,466 @@
+"""SqlIndex on SQLite, PostgreSQL and MariaDB: the contract suite, a property test against the
+reference matcher, concurrency, and the answers given from stored metadata.
+
+PostgreSQL and MariaDB run against real servers (``DICOMWEB_KIT_TEST_POSTGRES_URL``,
+``DICOMWEB_KIT_TEST_MARIADB_URL``); each test gets its own schema / database, dropped after.
+An unreachable server skips its tests, except under ``CI=true``, where it fails them.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from dicomweb_kit_adapters.sql import SqlIndex
+from dicomweb_kit_adapters.sql.dialects import create_engine
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import text
+
+from dicomweb_kit import InstanceRecord, Level, Query, ResourceKey, StorageUnavailable, Term, instance_matches
+from dicomweb_kit.query.qido_params import parse_qido
+from dicomweb_kit.testing import InstanceIndexContract, make_dataset, make_record
+
+pytestmark = pytest.mark.anyio
+
+POSTGRES_URL = os.environ.get("DICOMWEB_KIT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+MARIADB_URL = os.environ.get("DICOMWEB_KIT_TEST_MARIADB_URL", "mysql://root@127.0.0.1:3306/test")
+
+
+def _unreachable(engine: str, err: BaseException) -> None:
+    reason = f"{engine} server not reachable: {type(err).__name__}: {err}"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+async def _admin(url: str, sql: str) -> None:
+    _kind, engine = create_engine(url, schema=None, echo=False)
+    try:
+        async with engine.connect() as conn:
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            await conn.execute(text(sql))
+    finally:
+        await engine.dispose()
+
+
+_reachable: dict[str, BaseException | None] = {}
+
+
+async def _check(engine: str, url: str) -> None:
+    if engine not in _reachable:
+        try:
+            with anyio.fail_after(10):
+                await _admin(url, "SELECT 1")
+            _reachable[engine] = None
+        except Exception as failure:  # any failure to connect
+            _reachable[engine] = failure
+    found = _reachable[engine]
+    if found is not None:
+        _unreachable(engine, found)
+
+
+async def sqlite_index(tmp_path: Path, **kw: Any) -> AsyncIterator[SqlIndex]:
+    index = SqlIndex(f"sqlite:///{tmp_path / 'index.db'}", **kw)
+    await index.open()
+    try:
+        yield index
+    finally:
+        await index.aclose()
+
+
+async def postgres_index(_tmp_path: Path, **kw: Any) -> AsyncIterator[SqlIndex]:
+    await _check("PostgreSQL", POSTGRES_URL)
+    schema = f"dwk_{uuid.uuid4().hex[:12]}"
+    await _admin(POSTGRES_URL, f'CREATE SCHEMA "{schema}"')
+    index = SqlIndex(POSTGRES_URL, schema=schema, **kw)
+    try:
+        await index.open()
+        yield index
+    finally:
+        await index.aclose()
+        await _admin(POSTGRES_URL, f'DROP SCHEMA "{schema}" CASCADE')
+
+
+async def mariadb_index(_tmp_path: Path, **kw: Any) -> AsyncIterator[SqlIndex]:
+    await _check("MariaDB", MARIADB_URL)
+    database = f"dwk_{uuid.uuid4().hex[:12]}"
+    await _admin(MARIADB_URL, f"CREATE DATABASE `{database}` CHARACTER SET utf8mb4 COLLATE utf8mb4_nopad_bin")
+    index = SqlIndex(MARIADB_URL, schema=database, **kw)
+    try:
+        await index.open()
+        yield index
+    finally:
+        await index.aclose()
+        await _admin(MARIADB_URL, f"DROP DATABASE `{database}`")
+
+
+Factory = Callable[..., AsyncIterator[SqlIndex]]
+ENGINES: dict[str, Factory] = {"sqlite": sqlite_index, "postgresql": postgres_index, "mariadb": mariadb_index}
+
+
+class TestSqliteIndex(InstanceIndexContract):
+    @pytest.fixture
+    async def instance_index(self, tmp_path: Path) -> AsyncIterator[SqlIndex]:
+        async for index in sqlite_index(tmp_path):
+            yield index
+
+
+class TestPostgresIndex(InstanceIndexContract):
+    @pytest.fixture
+    async def instance_index(self, tmp_path: Path) -> AsyncIterator[SqlIndex]:
+        async for index in postgres_index(tmp_path):
+            yield index
+
+
+class TestMariadbIndex(InstanceIndexContract):
+    @pytest.fixture
+    async def instance_index(self, tmp_path: Path) -> AsyncIterator[SqlIndex]:
+        async for index in mariadb_index(tmp_path):
+            yield index
+
+
+@pytest.fixture(params=sorted(ENGINES))
+def engine(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+async def index(engine: str, tmp_path: Path) -> AsyncIterator[SqlIndex]:
+    async for made in ENGINES[engine](tmp_path, extra_indexed=["BodyPartExamined"]):
+        yield made
+
+
+def _record(study: str, series: str, instance: str, **attributes: Any) -> InstanceRecord:
+    return make_record(
+        make_dataset(study=study, series=series, instance=instance, **attributes), blob_key=f"blob-{instance}"
+    )
+
+
+def _entity(record: InstanceRecord, level: Level) -> ResourceKey:
+    if level == Level.STUDY:
+        return ResourceKey(record.study_uid)
+    if level == Level.SERIES:
+        return ResourceKey(record.study_uid, record.series_uid)
+    return record.key
+
+
+def reference_keys(records: list[InstanceRecord], query: Query) -> list[ResourceKey]:
+    """The reference answer: entities in first-insertion order (study, then series, then
+    instance) of which ONE instance matches every term."""
+    studies: dict[str, dict[str, list[InstanceRecord]]] = {}
+    for record in records:
+        studies.setdefault(record.study_uid, {}).setdefault(record.series_uid, []).append(record)
+    ordered = [r for series in studies.values() for rs in series.values() for r in rs]
+    keys: list[ResourceKey] = []
+    for record in ordered:
+        key = _entity(record, query.level)
+        if key not in keys and instance_matches(query.terms, record.attributes, fuzzy=query.fuzzy):
+            keys.append(key)
+    return keys
+
+
+# --------------------------------------------------------------------------------------------
+# Property test: SQL answers == reference matcher answers
+# --------------------------------------------------------------------------------------------
+
+_NAMES = [
+    "Smith^John",
+    "SMITH^JOHN^^Dr",
+    "Müller^Jürgen",
+    "MULLER^JURGEN",
+    "O'Brien^Ann Marie",
+    "de la Cruz^María",
+    "100%^Pure_Name",
+    "a_b^c%d",
+    "Yamada^Tarou=山田^太郎=やまだ^たろう",
+    "Straße^Björk",
+    "Lee",
+]
+_NAME_QUERIES = [
+    "smith",
+    "Smith^John",
+    "SMITH*",
+    "*john*",
+    "m?ller*",
+    "mul",
+    "jur",
+    "muller^jurg",
+    "*%*",
+    "*_*",
+    "100%*",
+    "a_b*",
+    "a?b^c%d",
+    "山田*",
+    "=山田^太郎",
+    "yamada=山田*",
+    "*^ann*",
+    "ann",
+    "ann marie",
+    "de la*",
+    "cruz",
+    "strasse",
+    "björk",
+    "lee",
+    "*",
+    "?ee",
+    "Sm?th^*",
+    "^john",
+]
+_MODALITIES = ["CT", "MR", "US", "PT"]
+_DATES = ["20190101", "20200615", "20201231", "20210301", "20230704"]
+_TIMES = ["0830", "101500", "235959.5", "12"]
+_DESCRIPTIONS = ["AXIAL", "SAG T1", "COR_50%", "axial", "Ünïcode 名前", "50%_off"]
+
+_instance = st.fixed_dictionaries(
+    {
+        "patient_name": st.sampled_from(_NAMES),
+        "modality": st.sampled_from(_MODALITIES),
+        "study_date": st.sampled_from(_DATES),
+        "StudyTime": st.sampled_from(_TIMES),
+        "SeriesDescription": st.sampled_from(_DESCRIPTIONS),
+        "ImageType": st.lists(st.sampled_from(["ORIGINAL", "PRIMARY", "AXIAL", "DERIVED"]), min_size=1, max_size=3),
+        "BodyPartExamined": st.sampled_from(["HEAD", "CHEST", "HEAD_NECK"]),
+        "study": st.integers(0, 2),
+        "series": st.integers(0, 1),
+    }
+)
+
+
+def _query_params() -> st.SearchStrategy[list[tuple[str, str]]]:
+    single = st.one_of(
+        st.tuples(st.just("PatientName"), st.sampled_from(_NAME_QUERIES)),
+        st.tuples(st.just("Modality"), st.sampled_from([*_MODALITIES, "C?", "*T", "M*"])),
+        st.tuples(st.just("ModalitiesInStudy"), st.sampled_from(_MODALITIES)),
+        st.tuples(
+            st.just("StudyDate"),
+            st.sampled_from(["20200101-20201231", "-20200615", "20210101-", "20200615", "20200101-20200101"]),
+        ),
+        st.tuples(st.just("StudyTime"), st.sampled_from(["08-10", "10", "1015", "-0900", "2359-"])),
+        st.tuples(st.just("SeriesDescription"), st.sampled_from(["*%*", "*_*", "AXIAL", "axial", "*T1", "?O*"])),
+        st.tuples(st.just("ImageType"), st.sampled_from(["AXIAL", "PRIMARY", "DERIV*"])),
+        st.tuples(st.just("BodyPartExamined"), st.sampled_from(["HEAD", "HEAD_*", "*_NECK"])),
+        st.tuples(st.just("StudyInstanceUID"), st.sampled_from(["1.2.9.0", "1.2.9.1\\1.2.9.2", "1.2.9.7"])),
+        st.tuples(st.just("SeriesNumber"), st.sampled_from(["1", "+01", "2"])),
+    )
+    return st.lists(single, min_size=0, max_size=3, unique_by=lambda p: p[0])
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    archive=st.lists(_instance, min_size=1, max_size=8),
+    params=_query_params(),
+    fuzzy=st.booleans(),
+    page=st.sampled_from([(None, 0), (2, 0), (2, 1), (1, 3)]),
+)
+async def test_search_equals_the_reference_matcher(
+    index: SqlIndex,
+    archive: list[dict[str, Any]],
+    params: list[tuple[str, str]],
+    fuzzy: bool,
+    page: tuple[int | None, int],
+) -> None:
+    await index.remove(ResourceKey())
+    records = []
+    for n, spec in enumerate(archive):
+        attrs = dict(spec)
+        study, series = attrs.pop("study"), attrs.pop("series")
+        uid = f"1.2.9.{study}"
+        records.append(_record(uid, f"{uid}.{series}", f"{uid}.{series}.{n}", **attrs))
+    for record in records:
+        await index.add(record, on_existing="keep")
+    limit, offset = page
+    extra = [("fuzzymatching", "true")] if fuzzy else []
+    if limit is not None:
+        extra += [("limit", str(limit))]
+    extra += [("offset", str(offset))]
+    for level in Level:
+        query = parse_qido(params + extra, level, ResourceKey(), max_limit=10_000)
+        expected = reference_keys(records, query)
+        result = await index.search(query)
+        window = expected[offset:] if limit is None else expected[offset : offset + limit]
+        assert [row.key for row in result.rows] == window, (params, fuzzy, level, page)
+        assert result.has_more == (limit is not None and len(expected) > offset + limit)
+
+
+async def test_every_person_name_query_agrees(index: SqlIndex) -> None:
+    """All name queries × fuzzy × level on one archive of all names (PS3.4 §C.2.2.2.1, §C.2.2.2.4)."""
+    records = [
+        _record(f"1.2.4.{n % 4}", f"1.2.4.{n % 4}.{n % 2}", f"1.2.4.{n % 4}.{n % 2}.{n}", patient_name=name)
+        for n, name in enumerate(_NAMES)
+    ]
+    for record in records:
+        await index.add(record, on_existing="keep")
+    for value in _NAME_QUERIES:
+        for fuzzy in ("false", "true"):
+            for level in Level:
+                query = parse_qido([("PatientName", value), ("fuzzymatching", fuzzy)], level, ResourceKey())
+                got = [row.key for row in (await index.search(query)).rows]
+                assert got == reference_keys(records, query), (value, fuzzy, level)
+
+
+# --------------------------------------------------------------------------------------------
+# Concurrency
+# --------------------------------------------------------------------------------------------
+
+STUDY = "1.2.826.0.1.3680043.10.77"
+
+
+async def test_concurrent_adds_of_one_study(index: SqlIndex) -> None:
+    per_task = [[_record(STUDY, f"{STUDY}.{t}", f"{STUDY}.{t}.{i}") for i in range(25)] for t in range(4)]
+
+    async def add_all(records: list[InstanceRecord]) -> None:
+        for record in records + records[:5]:  # with duplicates of its own
+            await index.add(record, on_existing="keep")
+
+    async with anyio.create_task_group() as tg:
+        for records in per_task:
+            tg.start_soon(add_all, records)
+        tg.start_soon(add_all, per_task[0][:10])  # duplicates racing the originals
+    page = await index.search(parse_qido([], Level.STUDY, ResourceKey()))
+    assert [(row.study_series, row.study_instances) for row in page.rows] == [(4, 100)]
+    series = await index.search(parse_qido([], Level.SERIES, ResourceKey(STUDY)))
+    assert [row.series_instances for row in series.rows] == [25, 25, 25, 25]
+    assert len([r async for r in index.records(ResourceKey(STUDY))]) == 100
+
+
+async def test_concurrent_replace(index: SqlIndex) -> None:
+    originals = [_record(STUDY, f"{STUDY}.1", f"{STUDY}.1.{i}") for i in range(10)]
+    for record in originals:
+        await index.add(record, on_existing="keep")
+    # Every instance replaced three times concurrently, moving half of them to a new series.
+    replacements = [
+        _record(STUDY, f"{STUDY}.{1 + (i % 2) * (n % 2)}", f"{STUDY}.1.{i}") for n in range(3) for i in range(10)
+    ]
+    outcomes = []
+
+    async def replace(record: InstanceRecord) -> None:
+        outcomes.append(await index.add(record, on_existing="replace"))
+
+    async with anyio.create_task_group() as tg:
+        for record in replacements:
+            tg.start_soon(replace, record)
+    assert all(outcome.stored and outcome.previous is not None for outcome in outcomes)
+    stored = [r async for r in index.records(ResourceKey(STUDY))]
+    assert sorted(r.instance_uid for r in stored) == sorted(r.instance_uid for r in originals)
+    page = await index.search(parse_qido([], Level.STUDY, ResourceKey()))
+    by_series: dict[str, int] = {}
+    for record in stored:
+        by_series[record.series_uid] = by_series.get(record.series_uid, 0) + 1
+    assert [(row.study_series, row.study_instances) for row in page.rows] == [(len(by_series), 10)]
+    series = await index.search(parse_qido([], Level.SERIES, ResourceKey(STUDY)))
+    assert {row.key.series: row.series_instances for row in series.rows} == by_series
+
+
+# --------------------------------------------------------------------------------------------
+# Answered from stored metadata
+# --------------------------------------------------------------------------------------------
+
+
+async def test_unindexed_attribute_and_sequence_matching(index: SqlIndex) -> None:
+    from pydicom.dataset import Dataset
+
+    def item(code: str) -> Dataset:
+        ds = Dataset()
+        ds.CodeValue, ds.CodingSchemeDesignator = code, "DCM"
+        return ds
+
+    records = [
+        _record("1.2.5.1", "1.2.5.1.1", "1.2.5.1.1.1", InstitutionName="General_Hospital", ProcedureCodeSequence=[]),
+        _record("1.2.5.2", "1.2.5.2.1", "1.2.5.2.1.1", InstitutionName="Clinic", ProcedureCodeSequence=[item("A1")]),
+        _record(
+            "1.2.5.3",
+            "1.2.5.3.1",
+            "1.2.5.3.1.1",
+            InstitutionName="General Hospital",
+            ProcedureCodeSequence=[item("B2"), item("A1")],
+        ),
+    ]
+    for record in records:
+        await index.add(record, on_existing="keep")
+    queries = [
+        [("InstitutionName", "General_*")],
+        [("InstitutionName", "General?Hospital")],
+        [("ProcedureCodeSequence.CodeValue", "A1")],
+        [("ProcedureCodeSequence.CodeValue", "A1"), ("ProcedureCodeSequence.CodingSchemeDesignator", "DCM")],
+        [("ProcedureCodeSequence.CodeValue", "B*"), ("PatientName", "doe*")],
+        [("InstitutionName", "Clinic"), ("limit", "1"), ("offset", "0")],
+    ]
+    for params in queries:
+        for level in Level:
+            query = parse_qido(params, level, ResourceKey())
+            assert [r.key for r in (await index.search(query)).rows] == reference_keys(records, query), params
+
+
+async def test_irregular_values_are_answered_from_metadata(index: SqlIndex) -> None:
+    long_description = "LONG " * 100  # beyond the indexed length
+    records = [
+        _record("1.2.6.1", "1.2.6.1.1", "1.2.6.1.1.1", SeriesDescription=long_description),
+        _record("1.2.6.2", "1.2.6.2.1", "1.2.6.2.1.1", SeriesDescription="SHORT"),
+    ]
+    for record in records:
+        await index.add(record, on_existing="keep")
+    for pattern in ("LONG*", "*LONG", "SHORT", "*"):
+        query = parse_qido([("SeriesDescription", pattern)], Level.SERIES, ResourceKey())
+        assert [r.key for r in (await index.search(query)).rows] == reference_keys(records, query), pattern
+
+
+async def test_extra_indexed_and_reindex(index: SqlIndex) -> None:
+    records = [_record("1.2.7.1", "1.2.7.1.1", f"1.2.7.1.1.{i}", BodyPartExamined=f"PART{i}") for i in range(3)]
+    for record in records:
+        await index.add(record, on_existing="keep")
+    assert await index.reindex() == 3
+    query = parse_qido([("BodyPartExamined", "PART1")], Level.INSTANCE, ResourceKey())
+    assert [r.key for r in (await index.search(query)).rows] == [records[1].key]
+
+
+async def test_remove_keeps_the_representative_and_counts(index: SqlIndex) -> None:
+    a = _record(STUDY, f"{STUDY}.1", f"{STUDY}.1.1", patient_name="First^Name")
+    b = _record(STUDY, f"{STUDY}.2", f"{STUDY}.2.1", patient_name="Second^Name")
+    for record in (a, b):
+        await index.add(record, on_existing="keep")
+    page = await index.search(parse_qido([], Level.STUDY, ResourceKey()))
+    assert page.rows[0].attributes["00100010"]["Value"][0]["Alphabetic"] == "Second^Name"
+    assert await index.remove(ResourceKey(STUDY, f"{STUDY}.2")) == [f"blob-{STUDY}.2.1"]
+    page = await index.search(parse_qido([], Level.STUDY, ResourceKey()))
+    assert page.rows[0].attributes["00100010"]["Value"][0]["Alphabetic"] == "First^Name"
+    assert (page.rows[0].study_series, page.rows[0].study_instances) == (1, 1)
+    assert await index.remove(ResourceKey(STUDY)) == [f"blob-{STUDY}.1.1"]
+    assert (await index.search(parse_qido([], Level.STUDY, ResourceKey()))).rows == []
+
+
+async def test_open_is_idempotent_and_concurrent(index: SqlIndex) -> None:
+    async with anyio.create_task_group() as tg:
+        for _ in range(4):
+            tg.start_soon(index.open)
+    await index.open()
+
+
+async def test_hand_built_terms_fall_back_to_metadata(index: SqlIndex) -> None:
+    from dicomweb_kit import RangeMatch, UidList
+
+    records = [_record("1.2.8.1", "1.2.8.1.1", "1.2.8.1.1.1", AccessionNumber="ACC-5")]
+    await index.add(records[0], on_existing="keep")
+    terms = (
+        Term(0x00080050, "SH", RangeMatch("ACC-1", "ACC-9")),
+        Term(0x00080050, "SH", UidList(("ACC-5",))),
+    )
+    for term in terms:
+        query = Query(level=Level.STUDY, terms=(term,))
+        assert [r.key for r in (await index.search(query)).rows] == reference_keys(records, query)
+
+
+async def test_unreachable_server_is_storage_unavailable() -> None:
+    index = SqlIndex("postgresql://nobody@127.0.0.1:1/none")
+    with pytest.raises(StorageUnavailable, match="unavailable"):
+        await index.open()
+    await index.aclose()
