@@ -29,6 +29,7 @@ ENV_DATABASE_URL = "DICOMWEB_KIT_DATABASE_URL"
 ENV_STORAGE = "DICOMWEB_KIT_STORAGE"
 ENV_ROOT = "DICOMWEB_KIT_ROOT"
 ENV_ALLOW_DELETE = "DICOMWEB_KIT_ALLOW_DELETE"
+ENV_EXTRA_INDEXED = "DICOMWEB_KIT_EXTRA_INDEXED"
 DEFAULT_DATA_DIR = "dicomweb-data"
 
 
@@ -53,9 +54,16 @@ class BackendConfig:
     """
 
     def __init__(
-        self, *, data_dir: str | None = None, database_url: str | None = None, storage: str | None = None
+        self,
+        *,
+        data_dir: str | None = None,
+        database_url: str | None = None,
+        storage: str | None = None,
+        extra_indexed: Sequence[str] = (),
     ) -> None:
         base = Path(data_dir or os.environ.get(ENV_DATA_DIR) or DEFAULT_DATA_DIR)
+        from_env = [a.strip() for a in os.environ.get(ENV_EXTRA_INDEXED, "").split(",") if a.strip()]
+        self.extra_indexed = list(extra_indexed) or from_env
         self.database_url = database_url or os.environ.get(ENV_DATABASE_URL) or ""
         self.storage = storage or os.environ.get(ENV_STORAGE) or ""
         self.memory = self.database_url == "memory" or self.storage == "memory"
@@ -67,11 +75,13 @@ class BackendConfig:
         """Hand the choice to uvicorn workers (separate processes) through the environment."""
         os.environ[ENV_DATABASE_URL] = "memory" if self.memory else self.database_url
         os.environ[ENV_STORAGE] = "memory" if self.memory else self.storage
+        os.environ[ENV_EXTRA_INDEXED] = ",".join(self.extra_indexed)
 
     def describe(self) -> str:
         if self.memory:
             return "in memory: data is lost when the server stops"
-        return f"index {_redact(self.database_url)}, blobs in {self.storage}"
+        extra = f", extra indexed attributes: {', '.join(self.extra_indexed)}" if self.extra_indexed else ""
+        return f"index {_redact(self.database_url)}, blobs in {self.storage}{extra}"
 
     def adapters(self) -> tuple[Any, Any]:
         if self.memory:
@@ -79,7 +89,8 @@ class BackendConfig:
         Path(self.storage).mkdir(parents=True, exist_ok=True)
         if self.database_url.startswith("sqlite:///"):
             Path(self.database_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        return _load(FILE_BLOB_STORE)(self.storage), _load(SQL_INDEX)(self.database_url)
+        index = _load(SQL_INDEX)(self.database_url, extra_indexed=self.extra_indexed)
+        return _load(FILE_BLOB_STORE)(self.storage), index
 
 
 def _redact(url: str) -> str:
@@ -116,6 +127,13 @@ def _backend_options(parser: argparse.ArgumentParser) -> None:
         help="index database: sqlite:///path, postgresql://user@host/db, mysql://user@host/db, or 'memory'",
     )
     parser.add_argument("--storage", help="blob directory (default <data dir>/blobs), or 'memory'")
+    parser.add_argument(
+        "--index-attribute",
+        action="append",
+        default=[],
+        metavar="KEYWORD",
+        help="also index this attribute for QIDO matching (repeatable; run `reindex` after adding one)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -141,6 +159,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     check.add_argument("--deep", action="store_true", help="also re-read every blob's header (slow)")
     _backend_options(check)
 
+    reindex = commands.add_parser("reindex", help="rebuild the indexed attributes from stored metadata")
+    _backend_options(reindex)
+
     db = commands.add_parser("db", help="database schema")
     db_commands = db.add_subparsers(dest="db_command", required=True)
     upgrade = db_commands.add_parser("upgrade", help="create or upgrade the index schema")
@@ -148,7 +169,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=getattr(args, "log_level", "info").upper(), format="%(levelname)s: %(message)s")
-    config = BackendConfig(data_dir=args.data_dir, database_url=args.database_url, storage=args.storage)
+    config = BackendConfig(
+        data_dir=args.data_dir,
+        database_url=args.database_url,
+        storage=args.storage,
+        extra_indexed=args.index_attribute,
+    )
     if args.command == "serve":
         return _serve(args, config)
     from . import operations
@@ -157,6 +183,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return operations.run(operations.import_paths(build_kit(config), args.paths, jobs=args.jobs))
     if args.command == "check":
         return operations.run(operations.check(build_kit(config), repair=args.repair, deep=args.deep))
+    if args.command == "reindex":
+        return operations.run(operations.reindex(build_kit(config)))
     return operations.run(operations.upgrade(build_kit(config)))
 
 

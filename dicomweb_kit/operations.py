@@ -19,7 +19,7 @@ from .services.ingest import ingest_instance
 if TYPE_CHECKING:
     from .kit import DicomWeb
 
-__all__ = ["check", "import_paths", "run", "upgrade"]
+__all__ = ["check", "import_paths", "reindex", "run", "upgrade"]
 
 _READ_CHUNK = 1 << 20
 
@@ -194,6 +194,19 @@ async def _reads_back(kit: DicomWeb, blob_key: str, key: ResourceKey, size: int)
         key.series,
         key.instance,
     )
+
+
+async def reindex(kit: DicomWeb) -> int:
+    """Rebuild the index's matching data from stored metadata (after changing indexed attributes)."""
+    async with kit:
+        rebuild = getattr(kit.index, "reindex", None)
+        if rebuild is None:
+            print(f"{type(kit.index).__name__} keeps no separate matching data: nothing to reindex")
+            return 0
+        started = time.monotonic()
+        count = await rebuild()
+    print(f"reindexed {count} instances in {time.monotonic() - started:.1f} s")
+    return 0
 
 
 async def upgrade(kit: DicomWeb) -> int:

@@ -70,3 +70,15 @@ def test_db_upgrade_is_idempotent(tmp_path: Path) -> None:
         result = cli("db", "upgrade", "--data-dir", str(tmp_path / "data"))
         assert result.returncode == 0, result.stderr
         assert "up to date" in result.stdout
+
+
+def test_extra_indexed_attribute_and_reindex(tmp_path: Path) -> None:
+    source = tmp_path / "in"
+    source.mkdir()
+    for i, model in enumerate(["ScannerOne", "ScannerTwo"]):
+        (source / f"{i}.dcm").write_bytes(part10_bytes(make_dataset(ManufacturerModelName=model)))
+    data = ["--data-dir", str(tmp_path / "data")]
+    assert cli("import", str(source), *data).returncode == 0
+    result = cli("reindex", "--index-attribute", "ManufacturerModelName", *data)
+    assert result.returncode == 0, result.stderr
+    assert "reindexed 2 instances" in result.stdout
