@@ -25,9 +25,11 @@ from .errors import (
 from .index import AddOutcome, IndexCapabilities, InstanceIndex, InstanceRecord, MatchRow, Page, ScopeSummary
 from .kit import DicomWeb
 from .query.matching import instance_matches
+from .query.ordering import sort_entities, sort_key, sort_value
 from .query.qido_params import normalise_datetime, resolve_attribute
 from .query.terms import (
     Matcher,
+    OrderKey,
     Query,
     RangeMatch,
     SequenceMatch,
@@ -64,6 +66,7 @@ __all__ = [
     "Matcher",
     "MethodNotAllowed",
     "NotAcceptable",
+    "OrderKey",
     "Page",
     "PayloadTooLarge",
     "Query",
@@ -85,5 +88,8 @@ __all__ = [
     "instance_matches",
     "normalise_datetime",
     "resolve_attribute",
+    "sort_entities",
+    "sort_key",
+    "sort_value",
     "validate_uid",
 ]

@@ -135,7 +135,8 @@ class InstanceIndex(Protocol):
     * ``add`` is atomic per record: a concurrent ``search`` sees the record wholly or not at all,
       and concurrent ``add`` calls for instances of one study leave exact counts.
     * ``search`` returns exactly the entities that :func:`dicomweb_kit.query.matching.entity_matches`
-      accepts, ordered by first insertion (study, then series, then instance), paged by
+      accepts, in ``query.orderby`` order (:mod:`dicomweb_kit.query.ordering`), ties and
+      unordered queries by first insertion (study, then series, then instance), paged by
       ``query.limit``/``query.offset`` without gaps or duplicates while nothing is added.
       A study (series) matches when one of its instances matches every term; the
       ``ModalitiesInStudy`` (0008,0061) term matches the Modality of any instance of the study.

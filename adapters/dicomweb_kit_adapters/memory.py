@@ -6,7 +6,7 @@ a third-party adapter would be.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Sequence
 from itertools import count
 from typing import Literal
 
@@ -23,6 +23,7 @@ from dicomweb_kit import (
     ResourceNotFound,
     ScopeSummary,
     instance_matches,
+    sort_entities,
 )
 
 __all__ = ["MemoryBlobStore", "MemoryIndex"]
@@ -73,7 +74,8 @@ class _Entry:
 
 
 class MemoryIndex:
-    """Instance records in insertion-ordered dicts; QIDO matching by the core's reference matcher."""
+    """Instance records in insertion-ordered dicts; QIDO matching by the core's reference matcher,
+    ``orderby`` by the core's :func:`~dicomweb_kit.sort_entities` on the matching rows before paging."""
 
     capabilities = IndexCapabilities(fuzzy_matching=True, sequence_matching=True)
 
@@ -115,7 +117,9 @@ class MemoryIndex:
         return ScopeSummary(instances=len(entries), transfer_syntaxes=syntaxes, version=f"{len(entries)}-{newest}")
 
     async def search(self, query: Query, /) -> Page:
-        matched = (row for row in self._rows(query) if row is not None)
+        matched: Iterable[MatchRow] = (row for row in self._rows(query) if row is not None)
+        if query.orderby:  # sorted before paging; ties keep the stable order
+            matched = sort_entities(matched, query.orderby, lambda row: row.attributes)
         rows: list[MatchRow] = []
         skipped = 0
         for row in matched:

@@ -22,6 +22,9 @@ Semantic choices (PS3.4 §C.2.2.2 as profiled by PS3.18 §8.3.4):
   ``*`` or ``?`` inside a value is an invalid value.
 * Numeric VRs (IS, DS, US, SS, UL, SL, UV, SV, FL, FD) take one number, validated.
 * Binary VRs and SQ take only Universal Matching.
+* ``orderby`` (repeatable, comma-separated; keyword or 8 hex digits, ``-`` prefix descending)
+  sorts the results: see :mod:`dicomweb_kit.query.ordering` for the syntax, what is rejected,
+  and how values compare.
 """
 
 from __future__ import annotations
@@ -39,7 +42,9 @@ from ..resources import Level, ResourceKey, validate_uid
 from .terms import (
     ALL_FIELDS,
     DEFAULT_LIMIT,
+    MAX_ORDER_KEYS,
     Matcher,
+    OrderKey,
     Query,
     RangeMatch,
     SequenceMatch,
@@ -79,7 +84,7 @@ COMPUTED_ATTRIBUTES: Final[frozenset[int]] = frozenset(
     }
 )
 
-_RESERVED = frozenset({"includefield", "fuzzymatching", "limit", "offset", "accept", "charset"})
+_RESERVED = frozenset({"includefield", "fuzzymatching", "limit", "offset", "orderby", "accept", "charset"})
 _HEX_TAG = re.compile(r"[0-9A-Fa-f]{8}")
 _BINARY_VRS = frozenset({"OB", "OW", "OF", "OD", "OL", "OV", "UN"})
 _INT_VRS = frozenset({"IS", "US", "SS", "UL", "SL", "UV", "SV"})
@@ -114,7 +119,8 @@ def resolve_attribute(name: str, /, *, param: str | None = None) -> tuple[int, s
     For VRs the dictionary gives as alternatives (``US or SS``) the first one is used.
     """
     param = name if param is None else param
-    tag = int(name, 16) if _HEX_TAG.fullmatch(name) else tag_for_keyword(name)
+    # pydicom's dictionary has entries without a keyword: "" must not resolve to one of them.
+    tag = int(name, 16) if _HEX_TAG.fullmatch(name) else tag_for_keyword(name) if name else None
     vr: str | None = None
     if tag is not None:
         try:
@@ -281,6 +287,34 @@ def _includefield(param: str, values: Iterable[str]) -> tuple[int, ...] | Litera
     return ALL_FIELDS if everything else tuple(tags)
 
 
+def _orderby(param: str, values: Iterable[str]) -> tuple[OrderKey, ...]:
+    keys: dict[int, OrderKey] = {}
+    for value in values:
+        for item in value.split(","):
+            text = item.strip()
+            if not text:
+                continue
+            descending = text.startswith("-")
+            name = text[1:].strip() if descending else text
+            shown = f"{param}={text}"
+            tag, vr = resolve_attribute(name, param=shown)
+            if vr == "SQ" or vr in _BINARY_VRS:
+                raise InvalidQuery(
+                    f"Query parameter {_shown(shown)}: {_attribute_name(tag)} ({vr}) cannot be a sort key"
+                )
+            if tag in COMPUTED_ATTRIBUTES or tag in (MODALITIES_IN_STUDY, SOP_CLASSES_IN_STUDY):
+                raise InvalidQuery(
+                    f"Query parameter {_shown(shown)}: {_attribute_name(tag)} is computed by the server; "
+                    "it cannot be a sort key"
+                )
+            if tag in keys:
+                raise InvalidQuery(f"Query parameter {_shown(shown)}: {_attribute_name(tag)} is given more than once")
+            if len(keys) == MAX_ORDER_KEYS:
+                raise InvalidQuery(f"Query parameter {_shown(param)}: more than {MAX_ORDER_KEYS} sort keys")
+            keys[tag] = OrderKey(tag, vr, descending)
+    return tuple(keys.values())
+
+
 class _Node:
     """Match keys under one attribute path, merged so keys into one sequence share an item."""
 
@@ -320,6 +354,7 @@ def parse_qido(
     roots: dict[int, _Node] = {}
     seen_paths: set[tuple[int, ...]] = set()
     includefield: list[str] = []
+    orderby: list[str] = []
     singles: dict[str, str] = {}
     term_count = 0
 
@@ -328,6 +363,8 @@ def parse_qido(
         if reserved in _RESERVED:
             if reserved == "includefield":
                 includefield.append(value)
+            elif reserved == "orderby":
+                orderby.append(value)
             elif reserved in ("limit", "offset", "fuzzymatching"):
                 if reserved in singles:
                     raise InvalidQuery(f"Query parameter {_shown(name)} is given more than once")
@@ -391,4 +428,5 @@ def parse_qido(
         fuzzy=fuzzy,
         limit=limit,
         offset=offset,
+        orderby=_orderby("orderby", orderby),
     )

@@ -1,7 +1,8 @@
 """The parsed form of a QIDO-RS query: what adapters receive instead of a query string.
 
 Matching semantics are those of PS3.4 §C.2.2.2 as profiled by PS3.18 §8.3.4; the reference
-evaluator is :mod:`dicomweb_kit.query.matching`.
+evaluator is :mod:`dicomweb_kit.query.matching`. Result ordering (``orderby``) is defined by
+:mod:`dicomweb_kit.query.ordering`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from ..resources import Level, ResourceKey
 __all__ = [
     "ALL_FIELDS",
     "DEFAULT_LIMIT",
+    "MAX_ORDER_KEYS",
     "Matcher",
+    "OrderKey",
     "Query",
     "RangeMatch",
     "SequenceMatch",
@@ -27,6 +30,7 @@ __all__ = [
 ]
 
 DEFAULT_LIMIT = 1000
+MAX_ORDER_KEYS = 8
 ALL_FIELDS: Literal["all"] = "all"
 
 
@@ -85,8 +89,34 @@ class Term(msgspec.Struct, frozen=True):
         return f"{self.tag:08X}"
 
 
+class OrderKey(msgspec.Struct, frozen=True):
+    """One ``orderby`` sort key: the attribute ``tag`` with value representation ``vr``.
+
+    ``descending`` reverses the order of the values; entities without a value still come last.
+    See :mod:`dicomweb_kit.query.ordering` for how values compare.
+    """
+
+    tag: int
+    vr: str
+    descending: bool = False
+
+    @property
+    def key(self) -> str:
+        """The DICOM JSON key of the attribute: 8 upper-case hex digits."""
+        return f"{self.tag:08X}"
+
+
 class Query(msgspec.Struct, frozen=True):
     """A QIDO-RS search (PS3.18 §10.6).
+
+    Result order: by ``orderby`` (if any), then the stable order (study, series, instance
+    first-insertion order), which also breaks ties. Each key's value is the first value of the
+    attribute in the entity's representative instance (its newest stored instance, the one
+    :attr:`~dicomweb_kit.MatchRow.attributes` comes from), compared per VR: DA/TM/DT
+    normalised, numbers as numbers, PN by the case-folded Alphabetic group (else Ideographic,
+    else Phonetic), other text by code point with padding stripped. Missing, empty or invalid
+    values come last, ascending or descending. The order is applied before ``offset``/``limit``,
+    so paging stays gapless. :func:`dicomweb_kit.query.ordering.sort_key` is the definition.
 
     Attributes:
         level: what the result rows are (studies, series or instances).
@@ -95,7 +125,9 @@ class Query(msgspec.Struct, frozen=True):
         includefield: extra attribute tags to return, or ``"all"``.
         fuzzy: ``fuzzymatching=true``: PN matches ignore case and accents, any name component may match.
         limit: at most this many rows (``None``: the server's own maximum applies).
-        offset: skip this many rows of the stable order (study, series, instance insertion order).
+        offset: skip this many rows of the result order (see above).
+        orderby: sort keys, most significant first (``orderby=-StudyDate,PatientName``), at most
+            :data:`MAX_ORDER_KEYS`; empty: the stable order alone.
     """
 
     level: Level
@@ -105,3 +137,4 @@ class Query(msgspec.Struct, frozen=True):
     fuzzy: bool = False
     limit: int | None = None
     offset: int = 0
+    orderby: tuple[OrderKey, ...] = ()

@@ -17,7 +17,9 @@ import pytest
 from ..errors import ResourceNotFound
 from ..index import InstanceIndex, InstanceRecord
 from ..query.matching import instance_matches
+from ..query.ordering import sort_key
 from ..query.qido_params import parse_qido
+from ..query.terms import Query
 from ..resources import Level, ResourceKey
 from ..storage import BlobStore
 from .datasets import make_dataset, make_record
@@ -311,6 +313,183 @@ class InstanceIndexContract:
                 page = await instance_index.search(query)
                 expected = _reference_keys(records, query.terms, level)
                 assert [row.key for row in page.rows] == expected, (params, level)
+
+    # ----------------------------------------------------------------------------------------
+    # orderby (dicomweb_kit.query.ordering)
+    # ----------------------------------------------------------------------------------------
+
+    @pytest.fixture
+    async def sortable(self, instance_index: InstanceIndex) -> list[InstanceRecord]:
+        """Five one-instance studies: dates, mixed-case names, modalities, one without date or name."""
+        specs = [
+            ("1.2.40.1", dict(study_date="20200101", patient_name="smith^john", modality="CT")),
+            ("1.2.40.2", dict(study_date="20190605", patient_name="Adams^Amy", modality="MR")),
+            ("1.2.40.3", dict(study_date="", patient_name="", modality="CT")),
+            ("1.2.40.4", dict(study_date="20210315", patient_name="BAKER^BOB", modality="MR")),
+            ("1.2.40.5", dict(study_date="20200101", patient_name="adams^zed", modality="CT")),
+        ]
+        records = [_record(uid, f"{uid}.1", f"{uid}.1.1", **attrs) for uid, attrs in specs]
+        for record in records:
+            assert (await instance_index.add(record, on_existing="keep")).stored
+        return records
+
+    @staticmethod
+    async def _ordered(
+        index: InstanceIndex,
+        params: list[tuple[str, str]],
+        level: Level = Level.STUDY,
+        scope: ResourceKey | None = None,
+    ) -> list[str]:
+        query = parse_qido(params, level, scope or ResourceKey(), max_limit=10_000)
+        page = await index.search(query)
+        key = {Level.STUDY: "study", Level.SERIES: "series", Level.INSTANCE: "instance"}[level]
+        return [str(getattr(row.key, key)) for row in page.rows]
+
+    async def test_orderby_date_ascending_and_descending(
+        self, instance_index: InstanceIndex, sortable: list[InstanceRecord]
+    ) -> None:
+        # Equal dates keep the insertion order in both directions; the study without a date is last.
+        up = await self._ordered(instance_index, [("orderby", "StudyDate")])
+        assert up == ["1.2.40.2", "1.2.40.1", "1.2.40.5", "1.2.40.4", "1.2.40.3"]
+        down = await self._ordered(instance_index, [("orderby", "-StudyDate")])
+        assert down == ["1.2.40.4", "1.2.40.1", "1.2.40.5", "1.2.40.2", "1.2.40.3"]
+        by_tag = await self._ordered(instance_index, [("orderby", "-00080020")])
+        assert by_tag == down
+
+    async def test_orderby_person_name_ignores_case(
+        self, instance_index: InstanceIndex, sortable: list[InstanceRecord]
+    ) -> None:
+        up = await self._ordered(instance_index, [("orderby", "PatientName")])
+        assert up == ["1.2.40.2", "1.2.40.5", "1.2.40.4", "1.2.40.1", "1.2.40.3"]  # Adams, adams, BAKER, smith, -
+        down = await self._ordered(instance_index, [("orderby", "-PatientName")])
+        assert down == ["1.2.40.1", "1.2.40.4", "1.2.40.5", "1.2.40.2", "1.2.40.3"]
+
+    async def test_orderby_multiple_keys_and_terms(
+        self, instance_index: InstanceIndex, sortable: list[InstanceRecord]
+    ) -> None:
+        keys = await self._ordered(instance_index, [("orderby", "Modality"), ("orderby", "-StudyDate")])
+        assert keys == ["1.2.40.1", "1.2.40.5", "1.2.40.3", "1.2.40.4", "1.2.40.2"]
+        keys = await self._ordered(instance_index, [("orderby", "-Modality,PatientName")])
+        assert keys == ["1.2.40.2", "1.2.40.4", "1.2.40.5", "1.2.40.1", "1.2.40.3"]
+        matched = await self._ordered(instance_index, [("Modality", "CT"), ("orderby", "-PatientName")])
+        assert matched == ["1.2.40.1", "1.2.40.5", "1.2.40.3"]
+
+    async def test_orderby_numbers_at_series_level(self, instance_index: InstanceIndex) -> None:
+        study = "1.2.41.1"
+        numbers = [9, 10, None, 2, 100, 10]
+        for n, number in enumerate(numbers):
+            extra: dict[str, Any] = {"SeriesNumber": number if number is not None else ""}
+            record = _record(study, f"{study}.{n}", f"{study}.{n}.1", **extra)
+            await instance_index.add(record, on_existing="keep")
+        scope = ResourceKey(study)
+        up = await self._ordered(instance_index, [("orderby", "SeriesNumber")], Level.SERIES, scope)
+        assert up == [f"{study}.{n}" for n in (3, 0, 1, 5, 4, 2)]  # 2, 9, 10, 10, 100, missing
+        down = await self._ordered(instance_index, [("orderby", "-SeriesNumber")], Level.SERIES, scope)
+        assert down == [f"{study}.{n}" for n in (4, 1, 5, 0, 3, 2)]  # 100, 10, 10, 9, 2, missing
+
+    async def test_orderby_uses_the_newest_instance(self, instance_index: InstanceIndex) -> None:
+        await instance_index.add(
+            _record("1.2.42.1", "1.2.42.1.1", "1.2.42.1.1.1", study_date="20990101"), on_existing="keep"
+        )
+        await instance_index.add(
+            _record("1.2.42.2", "1.2.42.2.1", "1.2.42.2.1.1", study_date="20100101"), on_existing="keep"
+        )
+        await instance_index.add(
+            _record("1.2.42.1", "1.2.42.1.2", "1.2.42.1.2.1", study_date="20000101"), on_existing="keep"
+        )
+        assert await self._ordered(instance_index, [("orderby", "StudyDate")]) == ["1.2.42.1", "1.2.42.2"]
+        # A replaced instance is stored anew: it is now the study's newest, with its own date.
+        again = _record("1.2.42.1", "1.2.42.1.1", "1.2.42.1.1.1", study_date="20500101")
+        await instance_index.add(again, on_existing="replace")
+        assert await self._ordered(instance_index, [("orderby", "StudyDate")]) == ["1.2.42.2", "1.2.42.1"]
+
+    async def test_paging_under_orderby_has_no_gaps(self, instance_index: InstanceIndex) -> None:
+        records = [
+            _record(
+                f"1.2.43.{n}", f"1.2.43.{n}.1", f"1.2.43.{n}.1.1", study_date=f"2020010{n % 3 + 1}" if n % 4 else ""
+            )
+            for n in range(11)
+        ]
+        for record in records:
+            await instance_index.add(record, on_existing="keep")
+        for order in ("StudyDate", "-StudyDate", "-StudyDate,-PatientID"):
+            everything = await self._ordered(instance_index, [("orderby", order)])
+            assert sorted(everything) == sorted(r.study_uid for r in records)
+            seen: list[str] = []
+            for offset in range(0, 12, 3):
+                query = parse_qido(
+                    [("orderby", order), ("limit", "3"), ("offset", str(offset))], Level.STUDY, ResourceKey()
+                )
+                page = await instance_index.search(query)
+                seen += [str(row.key.study) for row in page.rows]
+                assert page.has_more == (offset + 3 < len(records))
+            assert seen == everything, order
+
+    async def test_orderby_agrees_with_the_shared_sort_key(self, instance_index: InstanceIndex) -> None:
+        rng = random.Random(11)
+        names = ["PATCHWORK^QUILT", "patchett^anna", "Smith^John", "=山田^太郎", "", "Émile^Zola", "smith^john"]
+        records = []
+        for s in range(5):
+            for r in range(2):
+                for i in range(rng.randint(1, 3)):
+                    attrs: dict[str, Any] = {
+                        "patient_name": rng.choice(names),
+                        "modality": rng.choice(["CT", "MR", "ct"]),
+                        "study_date": rng.choice(["20200101", "20191231", "", "20200615"]),
+                        "StudyTime": rng.choice(["10", "0930", "101500.25", ""]),
+                        "SeriesNumber": rng.choice([1, 2, 10, -3, ""]),
+                        "SliceThickness": rng.choice(["0.5", "10", "2.50", "1e1", ""]),
+                        "InstitutionName": rng.choice(["Zeta", "alpha", "Beta", "", "Ärzte"]),
+                        "SeriesDescription": rng.choice(["AXIAL", "axial", "Sag", " padded", ""]),
+                    }
+                    records.append(_record(f"1.2.44.{s}", f"1.2.44.{s}.{r}", f"1.2.44.{s}.{r}.{i}", **attrs))
+        rng.shuffle(records)
+        for record in records:
+            await instance_index.add(record, on_existing="keep")
+        orders = [
+            "PatientName",
+            "-PatientName,StudyDate",
+            "StudyDate,-StudyTime",
+            "-SeriesNumber",
+            "SliceThickness,-SeriesInstanceUID",
+            "-InstitutionName",
+            "SeriesDescription,-Modality",
+            "-SOPInstanceUID",
+        ]
+        for order in orders:
+            for params in ([], [("Modality", "CT")], [("InstitutionName", "*a*")]):
+                for level in Level:
+                    query = parse_qido([*params, ("orderby", order)], level, ResourceKey())
+                    expected = _reference_ordered(records, query)
+                    got = [row.key for row in (await instance_index.search(query)).rows]
+                    assert got == expected, (order, params, level)
+                    paged = parse_qido(
+                        [*params, ("orderby", order), ("limit", "3"), ("offset", "2")], level, ResourceKey()
+                    )
+                    got = [row.key for row in (await instance_index.search(paged)).rows]
+                    assert got == expected[2:5], (order, params, level, "paged")
+
+
+def _reference_ordered(records: list[InstanceRecord], query: Query) -> list[ResourceKey]:
+    """Matching entities in the stable order, sorted with the shared sort key of their newest instance."""
+    grouped: dict[str, dict[str, list[InstanceRecord]]] = {}
+    for record in records:
+        grouped.setdefault(record.study_uid, {}).setdefault(record.series_uid, []).append(record)
+    entities: dict[ResourceKey, list[InstanceRecord]] = {}
+    for study_uid, series_map in grouped.items():
+        for series_uid, members in series_map.items():
+            for record in members:
+                key = {
+                    Level.STUDY: ResourceKey(study_uid),
+                    Level.SERIES: ResourceKey(study_uid, series_uid),
+                    Level.INSTANCE: record.key,
+                }[query.level]
+                entities.setdefault(key, []).append(record)
+    newest = {key: max(members, key=records.index) for key, members in entities.items()}
+    matching = [
+        key for key, members in entities.items() if any(instance_matches(query.terms, r.attributes) for r in members)
+    ]
+    return sorted(matching, key=lambda key: sort_key(newest[key].attributes, query.orderby))
 
 
 def _reference_keys(records: list[InstanceRecord], terms: Any, level: Level) -> list[ResourceKey]:

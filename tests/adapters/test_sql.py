@@ -22,7 +22,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
 
-from dicomweb_kit import InstanceRecord, Level, Query, ResourceKey, StorageUnavailable, Term, instance_matches
+from dicomweb_kit import (
+    InstanceRecord,
+    Level,
+    Query,
+    ResourceKey,
+    StorageUnavailable,
+    Term,
+    instance_matches,
+    sort_key,
+)
 from dicomweb_kit.query.qido_params import parse_qido
 from dicomweb_kit.testing import InstanceIndexContract, make_dataset, make_record
 
@@ -152,17 +161,21 @@ def _entity(record: InstanceRecord, level: Level) -> ResourceKey:
 
 def reference_keys(records: list[InstanceRecord], query: Query) -> list[ResourceKey]:
     """The reference answer: entities in first-insertion order (study, then series, then
-    instance) of which ONE instance matches every term."""
+    instance) of which ONE instance matches every term, sorted (stably) by ``query.orderby``
+    with the shared sort key of each entity's newest instance."""
     studies: dict[str, dict[str, list[InstanceRecord]]] = {}
     for record in records:
         studies.setdefault(record.study_uid, {}).setdefault(record.series_uid, []).append(record)
     ordered = [r for series in studies.values() for rs in series.values() for r in rs]
     keys: list[ResourceKey] = []
+    newest: dict[ResourceKey, InstanceRecord] = {}
     for record in ordered:
         key = _entity(record, query.level)
+        if key not in newest or records.index(record) > records.index(newest[key]):
+            newest[key] = record
         if key not in keys and instance_matches(query.terms, record.attributes, fuzzy=query.fuzzy):
             keys.append(key)
-    return keys
+    return sorted(keys, key=lambda key: sort_key(newest[key].attributes, query.orderby))
 
 
 # --------------------------------------------------------------------------------------------
@@ -226,6 +239,8 @@ _instance = st.fixed_dictionaries(
         "SeriesDescription": st.sampled_from(_DESCRIPTIONS),
         "ImageType": st.lists(st.sampled_from(["ORIGINAL", "PRIMARY", "AXIAL", "DERIVED"]), min_size=1, max_size=3),
         "BodyPartExamined": st.sampled_from(["HEAD", "CHEST", "HEAD_NECK"]),
+        "SeriesNumber": st.sampled_from([1, 2, 10, -4, ""]),
+        "SliceThickness": st.sampled_from(["0.5", "10", "2.50", ""]),
         "study": st.integers(0, 2),
         "series": st.integers(0, 1),
     }
@@ -251,6 +266,20 @@ def _query_params() -> st.SearchStrategy[list[tuple[str, str]]]:
     return st.lists(single, min_size=0, max_size=3, unique_by=lambda p: p[0])
 
 
+# "" (stable order), keys sorted in SQL (indexed), and keys sorted from metadata (not indexed:
+# ImageType, SliceThickness); BodyPartExamined is an extra_indexed attribute.
+_ORDERS = [
+    "",
+    "PatientName",
+    "-StudyDate,StudyTime",
+    "-SeriesNumber,-PatientName",
+    "BodyPartExamined,-SeriesDescription",
+    "-SeriesDescription",
+    "ImageType",
+    "-SliceThickness,Modality",
+]
+
+
 @settings(
     max_examples=25,
     deadline=None,
@@ -261,6 +290,7 @@ def _query_params() -> st.SearchStrategy[list[tuple[str, str]]]:
     params=_query_params(),
     fuzzy=st.booleans(),
     page=st.sampled_from([(None, 0), (2, 0), (2, 1), (1, 3)]),
+    orderby=st.sampled_from(_ORDERS),
 )
 async def test_search_equals_the_reference_matcher(
     index: SqlIndex,
@@ -268,6 +298,7 @@ async def test_search_equals_the_reference_matcher(
     params: list[tuple[str, str]],
     fuzzy: bool,
     page: tuple[int | None, int],
+    orderby: str,
 ) -> None:
     await index.remove(ResourceKey())
     records = []
@@ -283,12 +314,14 @@ async def test_search_equals_the_reference_matcher(
     if limit is not None:
         extra += [("limit", str(limit))]
     extra += [("offset", str(offset))]
+    if orderby:
+        extra += [("orderby", orderby)]
     for level in Level:
         query = parse_qido(params + extra, level, ResourceKey(), max_limit=10_000)
         expected = reference_keys(records, query)
         result = await index.search(query)
         window = expected[offset:] if limit is None else expected[offset : offset + limit]
-        assert [row.key for row in result.rows] == window, (params, fuzzy, level, page)
+        assert [row.key for row in result.rows] == window, (params, fuzzy, level, page, orderby)
         assert result.has_more == (limit is not None and len(expected) > offset + limit)
 
 
@@ -457,6 +490,126 @@ async def test_hand_built_terms_fall_back_to_metadata(index: SqlIndex) -> None:
     for term in terms:
         query = Query(level=Level.STUDY, terms=(term,))
         assert [r.key for r in (await index.search(query)).rows] == reference_keys(records, query)
+
+
+# --------------------------------------------------------------------------------------------
+# orderby: in SQL, from stored metadata, and the number keys of schema version 2
+# --------------------------------------------------------------------------------------------
+
+
+async def _orderby_archive(index: SqlIndex) -> list[InstanceRecord]:
+    specs: list[dict[str, Any]] = [
+        {"SeriesNumber": 9, "SeriesDescription": "beta", "BodyPartExamined": "HEAD", "InstitutionName": "b"},
+        {"SeriesNumber": 10, "SeriesDescription": "Alpha", "BodyPartExamined": "CHEST", "InstitutionName": "A"},
+        {"SeriesNumber": "", "SeriesDescription": "", "BodyPartExamined": "", "InstitutionName": ""},
+        {"SeriesNumber": -3, "SeriesDescription": "LONG " * 100, "BodyPartExamined": "ABDOMEN"},
+        {"SeriesNumber": 100, "SeriesDescription": "Ärger", "BodyPartExamined": "HEAD", "InstitutionName": "ä"},
+    ]
+    records = [_record("1.2.30.1", f"1.2.30.1.{n}", f"1.2.30.1.{n}.1", **spec) for n, spec in enumerate(specs)]
+    for record in records:
+        await index.add(record, on_existing="keep")
+    return records
+
+
+async def test_orderby_in_sql_and_from_metadata(index: SqlIndex, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dicomweb_kit_adapters.sql import search
+
+    records = await _orderby_archive(index)
+    in_python: list[Any] = []
+    real = search._ordered_in_python
+
+    async def spy(*args: Any) -> list[int]:
+        in_python.append(args[3])
+        return await real(*args)
+
+    monkeypatch.setattr(search, "_ordered_in_python", spy)
+    cases = [
+        ("-SeriesNumber", False),  # indexed numbers: SQL
+        ("BodyPartExamined,-SeriesNumber", False),  # extra_indexed: SQL
+        ("-InstitutionName", True),  # not indexed: stored metadata
+        ("SeriesDescription", True),  # an irregular (too long) value: stored metadata
+    ]
+    for order, from_metadata in cases:
+        for params in ([], [("PatientID", "PID-1")], [("BodyPartExamined", "HEAD")]):
+            for limit, offset in ((None, 0), (2, 1)):
+                in_python.clear()
+                paging = [("limit", str(limit)), ("offset", str(offset))] if limit else []
+                query = parse_qido([*params, ("orderby", order), *paging], Level.SERIES, ResourceKey())
+                expected = reference_keys(records, query)
+                window = expected[offset:] if limit is None else expected[offset : offset + limit]
+                result = await index.search(query)
+                assert [row.key for row in result.rows] == window, (order, params, limit)
+                assert result.has_more == (limit is not None and len(expected) > offset + limit)
+                assert bool(in_python) == from_metadata, order
+    # Terms answered from stored metadata sort from it too.
+    query = parse_qido([("InstitutionName", "?"), ("orderby", "-SeriesNumber")], Level.SERIES, ResourceKey())
+    assert [row.key for row in (await index.search(query)).rows] == reference_keys(records, query)
+    by_number = parse_qido([("orderby", "SeriesNumber")], Level.SERIES, ResourceKey())
+    assert [row.key.series for row in (await index.search(by_number)).rows] == [
+        f"1.2.30.1.{n}" for n in (3, 0, 1, 4, 2)
+    ]
+
+
+async def test_orderby_limit_zero_and_scope(index: SqlIndex) -> None:
+    records = await _orderby_archive(index)
+    query = parse_qido([("orderby", "-SeriesNumber"), ("limit", "0")], Level.SERIES, ResourceKey("1.2.30.1"))
+    page = await index.search(query)
+    assert (page.rows, page.has_more) == ([], True)
+    query = parse_qido([("orderby", "-SeriesNumber")], Level.INSTANCE, ResourceKey("1.2.30.1", "1.2.30.1.1"))
+    assert [row.key for row in (await index.search(query)).rows] == [records[1].key]
+
+
+def _version_1_number_key(value: Any) -> str | None:
+    """``number_key`` as schema version 1 stored it: canonical, but not ordered."""
+    from decimal import Decimal
+
+    number = Decimal(str(value).strip())
+    if number == 0:
+        return "0"
+    sign, digits, exponent = number.as_tuple()
+    assert isinstance(exponent, int)
+    text = "".join(map(str, digits)).lstrip("0")
+    stripped = text.rstrip("0")
+    exponent += len(text) - len(stripped)
+    return f"{'-' if sign else ''}{stripped}e{exponent}"
+
+
+async def test_version_2_rewrites_number_keys(index: SqlIndex) -> None:
+    from dicomweb_kit_adapters.sql.schema import instance_values, schema_version
+    from sqlalchemy import false, select, update
+
+    records = await _orderby_archive(index)
+    engine = index._engine
+    numeric = (0x00200011, 0x00200013)  # SeriesNumber, InstanceNumber
+    async with engine.begin() as conn:  # back to what version 1 stored
+        rows = (
+            await conn.execute(
+                select(instance_values.c.instance_id, instance_values.c.tag, instance_values.c.value).where(
+                    instance_values.c.tag.in_(numeric), instance_values.c.irregular == false()
+                )
+            )
+        ).all()
+        assert len(rows) == 9  # SeriesNumber of four instances, InstanceNumber of five
+        for row in rows:
+            await conn.execute(
+                update(instance_values)
+                .where(instance_values.c.instance_id == row.instance_id, instance_values.c.tag == row.tag)
+                .values(value_key=_version_1_number_key(row.value))
+            )
+        await conn.execute(update(schema_version).values(version=1))
+    await index.open()  # upgrades to version 2
+    async with engine.connect() as conn:
+        assert await conn.scalar(select(schema_version.c.version)) == 2
+    for params in (
+        [("orderby", "-SeriesNumber")],
+        [("SeriesNumber", "+09")],
+        [("SeriesNumber", "-03")],
+        [("InstanceNumber", "1"), ("orderby", "SeriesNumber")],
+    ):
+        query = parse_qido(params, Level.SERIES, ResourceKey())
+        got = [row.key for row in (await index.search(query)).rows]
+        assert got == reference_keys(records, query), params
+        assert got, params
 
 
 async def test_unreachable_server_is_storage_unavailable() -> None:

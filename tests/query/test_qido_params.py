@@ -11,6 +11,8 @@ from dicomweb_kit.query.qido_params import normalise_datetime, parse_qido
 from dicomweb_kit.query.terms import (
     ALL_FIELDS,
     DEFAULT_LIMIT,
+    MAX_ORDER_KEYS,
+    OrderKey,
     RangeMatch,
     SequenceMatch,
     SingleValue,
@@ -279,7 +281,7 @@ def test_scope_and_path_uid_as_term() -> None:
 _NAMES = st.sampled_from(
     ["PatientName", "StudyDate", "StudyTime", "AcquisitionDateTime", "StudyInstanceUID", "SeriesNumber", "limit",
      "offset", "includefield", "fuzzymatching", "RequestAttributesSequence.RequestedProcedureID", "0040A370.x",
-     "PixelData", "Rows", "SliceThickness", "00100020", "zz"]
+     "PixelData", "Rows", "SliceThickness", "00100020", "zz", "orderby"]
 )  # fmt: skip
 
 
@@ -291,3 +293,80 @@ def test_fuzz_only_invalid_query(params: list[tuple[str, str]]) -> None:
         pass
     except DicomWebError as err:  # pragma: no cover - would be a bug
         raise AssertionError(repr(err)) from err
+
+
+# --------------------------------------------------------------------------------------------
+# orderby
+# --------------------------------------------------------------------------------------------
+
+
+def orderby(*values: str) -> tuple[OrderKey, ...]:
+    return parse_qido([("orderby", value) for value in values], Level.STUDY, ROOT).orderby
+
+
+def test_orderby_default_is_empty() -> None:
+    assert parse_qido([], Level.STUDY, ROOT).orderby == ()
+
+
+def test_orderby_dcm4chee_syntax() -> None:
+    assert orderby("-StudyDate,PatientName") == (
+        OrderKey(0x00080020, "DA", descending=True),
+        OrderKey(0x00100010, "PN", descending=False),
+    )
+    # Repeatable, hex tags in any case, spaces and empty items ignored; most significant first.
+    assert orderby("00200011", " -0008103e ,", "StudyInstanceUID") == (
+        OrderKey(0x00200011, "IS"),
+        OrderKey(0x0008103E, "LO", descending=True),
+        OrderKey(0x0020000D, "UI"),
+    )
+    assert orderby("") == ()
+    # The name is reserved in any case; it is not a match key.
+    query = parse_qido([("OrderBy", "StudyDate")], Level.STUDY, ROOT)
+    assert query.terms == () and query.orderby == (OrderKey(0x00080020, "DA"),)
+
+
+def test_orderby_with_terms_limit_and_offset() -> None:
+    query = parse_qido(
+        [("PatientID", "P1"), ("orderby", "-StudyTime"), ("limit", "5"), ("offset", "10")], Level.SERIES, ROOT
+    )
+    assert query.terms == (Term(0x00100020, "LO", SingleValue("P1")),)
+    assert query.orderby == (OrderKey(0x00080030, "TM", descending=True),)
+    assert (query.limit, query.offset) == (5, 10)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("Nope", "not a known DICOM attribute"),
+        ("-studydate", "case-sensitive"),
+        ("-", "not a known DICOM attribute"),
+        ("--StudyDate", "not a known DICOM attribute"),
+        ("StudyDate.PatientName", "not a known DICOM attribute"),
+        ("00091001", "not a known DICOM attribute"),  # private
+        ("RequestAttributesSequence", "(SQ) cannot be a sort key"),
+        ("PixelData", "cannot be a sort key"),
+        ("NumberOfStudyRelatedInstances", "computed by the server"),
+        ("ModalitiesInStudy", "computed by the server"),
+        ("StudyDate,-StudyDate", "more than once"),
+        ("PatientName,00100010", "more than once"),
+    ],
+)
+def test_orderby_errors_name_the_parameter(value: str, message: str) -> None:
+    with pytest.raises(InvalidQuery, match="orderby") as caught:
+        orderby(value)
+    assert message in caught.value.message
+
+
+def test_orderby_at_most_eight_keys() -> None:
+    names = ["StudyDate", "StudyTime", "PatientName", "PatientID", "AccessionNumber", "StudyID", "Modality",
+             "SeriesNumber", "InstanceNumber"]  # fmt: skip
+    assert MAX_ORDER_KEYS == 8
+    assert len(orderby(",".join(names[:8]))) == 8
+    with pytest.raises(InvalidQuery, match="'orderby': more than 8 sort keys"):
+        orderby(",".join(names[:5]), ",".join(names[5:]))
+
+
+def test_an_empty_parameter_name_is_no_attribute() -> None:
+    # pydicom's dictionary has keyword-less entries; "" must not resolve to one of them.
+    with pytest.raises(InvalidQuery, match="not a known DICOM attribute"):
+        parse_qido([("", "5")], Level.STUDY, ROOT)

@@ -101,6 +101,27 @@ async def test_limit_offset_and_warning(client: httpx.AsyncClient, archive: list
     assert pages == [archive[0].StudyInstanceUID, archive[3].StudyInstanceUID, archive[4].StudyInstanceUID]
 
 
+async def test_orderby_newest_first(client: httpx.AsyncClient, archive: list) -> None:
+    r = await client.get("/studies?orderby=-StudyDate")
+    assert r.status_code == 200
+    newest_first = [archive[0].StudyInstanceUID, archive[3].StudyInstanceUID, archive[4].StudyInstanceUID]
+    assert uids(r.json()) == newest_first  # 20240102, 20210315, 20190101
+    assert uids((await client.get("/studies", params={"orderby": "StudyDate"})).json()) == newest_first[::-1]
+    pages = []
+    for offset in range(3):
+        r = await client.get("/studies", params={"orderby": "-StudyDate", "limit": "1", "offset": str(offset)})
+        pages += uids(r.json())
+    assert pages == newest_first
+
+
+async def test_orderby_several_keys_and_levels(client: httpx.AsyncClient, archive: list) -> None:
+    r = await client.get("/studies", params=[("PatientName", "*PATCH*"), ("orderby", "-Modality,PatientID")])
+    assert uids(r.json()) == [archive[3].StudyInstanceUID, archive[0].StudyInstanceUID]  # MR before CT
+    study, series = archive[0].StudyInstanceUID, archive[0].SeriesInstanceUID
+    r = await client.get(f"/studies/{study}/series/{series}/instances", params={"orderby": "-InstanceNumber"})
+    assert uids(r.json(), "00080018") == [ds.SOPInstanceUID for ds in archive[2::-1]]
+
+
 async def test_no_match_is_200_and_empty(client: httpx.AsyncClient, archive: list) -> None:
     # CP-2473: an empty result is 200 with an empty array (no longer 204).
     r = await client.get("/studies", params={"PatientID": "nobody"})
@@ -124,6 +145,8 @@ async def test_xml_multipart(client: httpx.AsyncClient, archive: list) -> None:
         ({"StudyDate": "2020-13-45"}, 400),
         ({"StudyInstanceUID": "1.2.abc"}, 400),
         ({"fuzzymatching": "maybe"}, 400),
+        ({"orderby": "Nope"}, 400),
+        ({"orderby": "-PixelData"}, 400),
     ],
 )
 async def test_bad_queries_are_400_naming_the_parameter(client: httpx.AsyncClient, params: dict, status: int) -> None:

@@ -10,8 +10,12 @@ the reference matcher gives in Python:
 * ``value``: the text Wild Card Matching (§C.2.2.2.4) sees: ``str(value).rstrip(" ")``; for PN
   the group with trailing padding/``^`` removed and case-folded (PN is case-insensitive).
 * ``value_key``: the text Single Value, List of UID and Range Matching (§C.2.2.2.1/2/5) compare:
-  numbers in an exact canonical form, DA/TM/DT normalised as ``normalise_datetime`` does, other
-  VRs ``str(value).strip(" ")``; for PN the fuzzy form (accents removed, case-folded).
+  numbers in an exact canonical form whose code point order is the numeric order
+  (:func:`number_key`), DA/TM/DT normalised as ``normalise_datetime`` does, other VRs
+  ``str(value).strip(" ")``; for PN the fuzzy form (accents removed, case-folded).
+* ``orderby`` (:mod:`dicomweb_kit.query.ordering`) sorts in SQL on the ``vidx = 0`` row:
+  ``value_key``, or for PN ``value`` of the first non-empty group, which are exactly the sort
+  values of the core's ``sort_value`` (empty text is "no value").
 * A value SQL cannot hold faithfully (longer than :data:`MAX_TEXT`, NUL, lone surrogates, a UID
   with non-space whitespace around it) gets one ``irregular`` row for its attribute instead;
   such instances are answered from their stored metadata by the reference matcher.
@@ -119,7 +123,14 @@ def pn_groups(value: Any) -> list[str]:
 
 
 def number_key(value: Any) -> str | None:
-    """An exact canonical text of a number (equal numbers, equal texts), or ``None``."""
+    """An exact, canonical and order-preserving text of a number, or ``None`` if not a number.
+
+    Equal numbers give equal texts (Single Value Matching compares them), and the code point
+    order of the texts is the numeric order (``orderby`` sorts on them in SQL). Zero is ``"1"``;
+    a positive number is ``"2"``, its decimal exponent (:func:`_integer_key`) and its significant
+    digits; a negative number is ``"0"``, the negated exponent, the nines' complement of its
+    digits and ``"~"`` (so that a longer, i.e. larger, magnitude sorts first).
+    """
     if isinstance(value, bool):
         return None
     try:
@@ -129,13 +140,30 @@ def number_key(value: Any) -> str | None:
     if not number.is_finite():
         return None
     if number == 0:
-        return "0"
+        return "1"
     sign, digits, exponent = number.as_tuple()
     assert isinstance(exponent, int)
     text = "".join(map(str, digits)).lstrip("0")
-    stripped = text.rstrip("0")
-    exponent += len(text) - len(stripped)
-    return f"{'-' if sign else ''}{stripped}e{exponent}"
+    adjusted = exponent + len(text) - 1  # the power of ten of the leading digit
+    significant = text.rstrip("0")
+    if sign:
+        return "0" + _integer_key(-adjusted) + _complement(significant) + "~"
+    return "2" + _integer_key(adjusted) + significant
+
+
+def _complement(digits: str) -> str:
+    return digits.translate(_NINES)
+
+
+_NINES: Final = str.maketrans("0123456789", "9876543210")
+
+
+def _integer_key(n: int) -> str:
+    """An order-preserving, prefix-free text of the integer ``n``: sign class, length, digits."""
+    digits = str(abs(n))
+    if n >= 0:
+        return "1" + chr(ord("A") + len(digits)) + digits
+    return "0" + chr(ord("Z") - len(digits)) + _complement(digits)
 
 
 def _storable(text: str | None) -> bool:
@@ -219,7 +247,7 @@ def _text(attrs: Mapping[str, Any], tag: int) -> str | None:
 def representative(attrs: Mapping[str, Any], columns: Mapping[str, int]) -> dict[str, Any]:
     """Column values (first value, truncated to :data:`MAX_TEXT`) for ``columns`` (name -> tag).
 
-    These are the summary/sort columns of ``studies`` and ``series``; matching never reads them
+    These are the summary columns of ``studies`` and ``series``; matching never reads them
     (a study matches when one of its instances does, so matching uses ``instance_values``).
     """
     out: dict[str, Any] = {name: _text(attrs, tag) for name, tag in columns.items()}

@@ -21,12 +21,14 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Final
 
-from sqlalchemy import select
+from pydicom.datadict import dictionary_VR
+from sqlalchemy import bindparam, false, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from dicomweb_kit import ConfigurationError
 
 from .dialects import Kind, acquire_schema_lock, insert_ignore, release_schema_lock
+from .extract import MAX_TEXT, NUMERIC_VRS, number_key
 from .schema import instance_values, instances, metadata, schema_version, series, studies
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "current_version", "upgrade"]
@@ -39,7 +41,68 @@ async def _v1_create_tables(conn: AsyncConnection, _kind: Kind) -> None:
     await conn.run_sync(lambda sync: metadata.create_all(sync, tables=tables, checkfirst=True))
 
 
-MIGRATIONS: Final[list[tuple[int, Step]]] = [(1, _v1_create_tables)]
+_BATCH: Final = 1000
+
+
+def _dictionary_vr(tag: int) -> str | None:
+    try:
+        return dictionary_VR(tag).split(" or ")[0]
+    except KeyError:
+        return None
+
+
+async def _v2_ordered_number_keys(conn: AsyncConnection, _kind: Kind) -> None:
+    """Rewrite the ``value_key`` of numeric values in the order-preserving form of
+    ``extract.number_key`` (version 1 stored an unordered canonical form), so that ``orderby``
+    can sort numbers in SQL. The VR of an indexed attribute is its dictionary VR."""
+    v = instance_values
+    tags = (await conn.execute(select(v.c.tag).distinct())).scalars().all()
+    numeric = [int(tag) for tag in tags if _dictionary_vr(int(tag)) in NUMERIC_VRS]
+    if not numeric:
+        return
+    base = (
+        select(v.c.instance_id, v.c.tag, v.c.vidx, v.c.grp, v.c.value)
+        .where(v.c.tag.in_(numeric), v.c.irregular == false())
+        .order_by(v.c.instance_id, v.c.tag, v.c.vidx, v.c.grp)
+        .limit(_BATCH)
+    )
+    change = (
+        update(v)
+        .where(
+            v.c.instance_id == bindparam("b_instance"),
+            v.c.tag == bindparam("b_tag"),
+            v.c.vidx == bindparam("b_vidx"),
+            v.c.grp == bindparam("b_grp"),
+        )
+        .values(value_key=bindparam("b_key"), irregular=bindparam("b_irregular"))
+    )
+    last: tuple[int, int, int, int] | None = None
+    while True:
+        statement = base
+        if last is not None:
+            statement = statement.where(tuple_(v.c.instance_id, v.c.tag, v.c.vidx, v.c.grp) > tuple_(*last))
+        rows = (await conn.execute(statement)).all()
+        updates = []
+        for row in rows:
+            key = None if row.value is None else number_key(row.value)
+            updates.append(
+                {
+                    "b_instance": row.instance_id,
+                    "b_tag": row.tag,
+                    "b_vidx": row.vidx,
+                    "b_grp": row.grp,
+                    "b_key": key if key is None or len(key) <= MAX_TEXT else None,
+                    "b_irregular": key is not None and len(key) > MAX_TEXT,  # answered from metadata
+                }
+            )
+        if updates:
+            await conn.execute(change, updates)
+        if len(rows) < _BATCH:
+            return
+        last = (rows[-1].instance_id, rows[-1].tag, rows[-1].vidx, rows[-1].grp)
+
+
+MIGRATIONS: Final[list[tuple[int, Step]]] = [(1, _v1_create_tables), (2, _v2_ordered_number_keys)]
 SCHEMA_VERSION: Final = MIGRATIONS[-1][0]
 
 

@@ -3,12 +3,13 @@
 * ``studies`` / ``series``: one row per entity, created by the first instance and deleted with
   the last; ``id`` order is first-insertion order (the stable QIDO-RS order). Counters are kept
   in the same transaction as every add/remove. The other columns are the newest instance's
-  values (the representative of PS3.18 QIDO-RS results): summary and sort columns; matching
-  does not read them (see ``instance_values``).
+  values (the representative of PS3.18 QIDO-RS results): summary columns; neither matching nor
+  ``orderby`` reads them (both use the representative's ``instance_values`` rows, which keep
+  exact normalised forms; see ``search.py``).
 * ``instances``: ``id`` is the insertion sequence; ``study_id``/``series_id`` are both kept so
   a study-level ``EXISTS`` needs no join; ``metadata`` holds the record's DICOM JSON bytes as
   given (bytea / BLOB / LONGBLOB).
-* ``instance_values``: the match values (``extract.py``), one row per value (per PN group)
+* ``instance_values``: the match and sort values (``extract.py``), one row per value (per PN group)
   of every indexed attribute, default or operator-configured (``extra_indexed``). A single
   table, rather than fixed columns plus an ``extra_attributes`` table, because the contract is
   "a study matches when ONE instance matches every term" and attributes can be multi-valued:

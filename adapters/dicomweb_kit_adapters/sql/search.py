@@ -13,18 +13,36 @@ Two paths:
   500 instances in the stable order and checked with the reference matcher
   (``instance_matches``) on their stored metadata; offset and limit are applied after. Slower,
   never wrong.
+
+Ordering (``orderby``, semantics in :mod:`dicomweb_kit.query.ordering`):
+
+* **In SQL** when every term is answered in SQL and every sort key is an indexed attribute
+  without irregular values: each key is a correlated scalar subquery on ``instance_values``
+  (the first value, ``vidx = 0``, of the entity's representative instance: the highest
+  instance id of the study/series, the instance itself at instance level). It reads
+  ``value_key`` (DA/TM/DT normalised, numbers in the order-preserving form of
+  ``extract.number_key``, other text stripped, all compared under the binary collation, i.e. by
+  code point) or, for PN, ``value`` of the first non-empty group (case-folded, group order
+  Alphabetic, Ideographic, Phonetic). Empty texts read as NULL. The entity query is
+  ``ORDER BY s IS NULL, s [DESC], ..., <stable order>`` (NULLs last on every engine, ties in
+  the stable order) with ``LIMIT``/``OFFSET``.
+* **In Python** otherwise (a key not indexed, an irregular value of a key's attribute, or terms
+  answered from metadata): every matching entity id is collected in the stable order, the
+  representative instance's stored metadata is read (in batches) and the ids are sorted with
+  the core's :func:`~dicomweb_kit.sort_key`; offset and limit are applied after. Memory and
+  time grow with the number of matches, not the page size; the order is the same.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import msgspec
 from sqlalchemy import ColumnElement, exists, false, func, literal, select, true, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from dicomweb_kit import Level, MatchRow, Page, Query, ResourceKey, Term, instance_matches
+from dicomweb_kit import Level, MatchRow, OrderKey, Page, Query, ResourceKey, Term, instance_matches, sort_key
 
 from .compile import compile_term
 from .dialects import Kind
@@ -52,10 +70,20 @@ async def search(conn: AsyncConnection, query: Query, /, *, kind: Kind, indexed:
         return Page([], has_more=await _any(conn, query, kind, indexed))
 
     residual, pushed_tags = _plan(query, kind, indexed)
-    if not residual and pushed_tags and await _has_irregular(conn, pushed_tags):
-        residual = []  # exact terms, but some instances hold values SQL cannot compare
-        ids = await _checked_ids(conn, query, kind, indexed, residual, pushed_tags)
-    elif residual:
+    checked = bool(residual) or bool(pushed_tags and await _has_irregular(conn, pushed_tags))
+    # (exact terms, but some instances hold values SQL cannot compare: residual stays empty
+    # and _checked_ids re-checks just those instances against every term)
+    if query.orderby and (checked or not await _orders_in_sql(conn, query.orderby, indexed)):
+        # Every match in the stable order (which the stable sort keeps for ties), then sorted.
+        everything = msgspec.structs.replace(query, offset=0, limit=None, orderby=())
+        if checked:
+            ids = await _checked_ids(conn, everything, kind, indexed, residual, pushed_tags)
+        else:
+            ids = await _sql_ids(conn, everything, kind, indexed)
+        ids = await _ordered_in_python(conn, query.level, ids, query.orderby)
+        end = None if query.limit is None else query.offset + query.limit + 1
+        ids = ids[query.offset : end]
+    elif checked:
         ids = await _checked_ids(conn, query, kind, indexed, residual, pushed_tags)
     else:
         ids = await _sql_ids(conn, query, kind, indexed)
@@ -110,9 +138,16 @@ def _scope(scope: ResourceKey) -> list[ColumnElement[bool]]:
 
 
 def _entity_select(query: Query, kind: Kind, indexed: Mapping[int, str]) -> Any:
-    """Entity ids in the stable order, filtered by scope and the SQL predicates."""
+    """Entity ids in the result order, filtered by scope and the SQL predicates.
+
+    Without ``orderby`` the stable order; with it (all keys indexed, see :func:`_orders_in_sql`)
+    the sort values as correlated subqueries in a derived table, ordered NULLs last.
+    """
     level, scope = query.level, query.scope
+    inner = instances.alias("i")
     if level == Level.INSTANCE:
+        stable: list[Any] = [instances.c.study_id, instances.c.series_id, instances.c.id]
+        representative: Any = instances.c.id
         statement = (
             select(instances.c.id)
             .select_from(
@@ -121,25 +156,78 @@ def _entity_select(query: Query, kind: Kind, indexed: Mapping[int, str]) -> Any:
                 )
             )
             .where(*_scope(scope), *_predicates(query, kind, indexed, instances.c.id, with_irregular=False))
-            .order_by(instances.c.study_id, instances.c.series_id, instances.c.id)
         )
-        return statement
-    inner = instances.alias("i")
-    predicates = _predicates(query, kind, indexed, inner.c.id, with_irregular=False)
-    if level == Level.SERIES:
-        statement = (
-            select(series.c.id)
-            .select_from(series.join(studies, studies.c.id == series.c.study_id))
-            .where(*_scope(scope))
-            .order_by(series.c.study_id, series.c.id)
-        )
-        if predicates:
-            statement = statement.where(exists(select(1).where(inner.c.series_id == series.c.id, *predicates)))
-        return statement
-    statement = select(studies.c.id).where(*_scope(scope)).order_by(studies.c.id)
-    if predicates:
-        statement = statement.where(exists(select(1).where(inner.c.study_id == studies.c.id, *predicates)))
-    return statement
+    else:
+        predicates = _predicates(query, kind, indexed, inner.c.id, with_irregular=False)
+        newest = instances.alias("newest")
+        if level == Level.SERIES:
+            stable = [series.c.study_id, series.c.id]
+            representative = select(func.max(newest.c.id)).where(newest.c.series_id == series.c.id).correlate(series)
+            statement = (
+                select(series.c.id)
+                .select_from(series.join(studies, studies.c.id == series.c.study_id))
+                .where(*_scope(scope))
+            )
+            if predicates:
+                statement = statement.where(exists(select(1).where(inner.c.series_id == series.c.id, *predicates)))
+        else:
+            stable = [studies.c.id]
+            representative = select(func.max(newest.c.id)).where(newest.c.study_id == studies.c.id).correlate(studies)
+            statement = select(studies.c.id).where(*_scope(scope))
+            if predicates:
+                statement = statement.where(exists(select(1).where(inner.c.study_id == studies.c.id, *predicates)))
+        representative = representative.scalar_subquery()
+    if not query.orderby:
+        return statement.order_by(*stable)
+    names = [f"o{n}" for n in range(len(stable))]
+    values = [_sort_value(key, representative).label(f"s{n}") for n, key in enumerate(query.orderby)]
+    derived = statement.add_columns(
+        *(column.label(name) for column, name in zip(stable, names, strict=True)), *values
+    ).subquery("ordered")
+    order: list[Any] = []
+    for n, key in enumerate(query.orderby):
+        value = derived.c[f"s{n}"]
+        order += [value.is_(None), value.desc() if key.descending else value.asc()]
+    first = derived.c[derived.c.keys()[0]]  # the entity id, the select's first column
+    return select(first).order_by(*order, *(derived.c[name] for name in names))
+
+
+def _sort_value(key: OrderKey, representative: Any) -> Any:
+    """The sort value of ``key`` for the instance ``representative``, NULL if none (module docstring)."""
+    v = instance_values.alias()
+    where = [v.c.instance_id == representative, v.c.tag == key.tag, v.c.vidx == 0]
+    if key.vr == "PN":  # the first non-empty group: Alphabetic, else Ideographic, else Phonetic
+        return select(v.c.value).where(*where, v.c.value != "").order_by(v.c.grp).limit(1).scalar_subquery()
+    return select(v.c.value_key).where(*where, v.c.grp == 0, v.c.value_key != "").scalar_subquery()
+
+
+async def _orders_in_sql(conn: AsyncConnection, orderby: Sequence[OrderKey], indexed: Mapping[int, str]) -> bool:
+    """Can SQL sort by ``orderby``: every key indexed with its VR, and no irregular value of it?"""
+    if any(indexed.get(key.tag) != key.vr for key in orderby):
+        return False
+    return not await _has_irregular(conn, [key.tag for key in orderby])
+
+
+async def _ordered_in_python(
+    conn: AsyncConnection, level: Level, ids: list[int], orderby: Sequence[OrderKey]
+) -> list[int]:
+    """``ids`` (in the stable order) sorted by the core's :func:`~dicomweb_kit.sort_key` of
+    their representative instances' stored metadata."""
+    keys: dict[int, tuple[Any, ...]] = {}
+    for start in range(0, len(ids), _BATCH):
+        chunk = ids[start : start + _BATCH]
+        if level == Level.INSTANCE:
+            reps = {entity: entity for entity in chunk}
+        else:
+            link = instances.c.study_id if level == Level.STUDY else instances.c.series_id
+            found = await conn.execute(select(link, func.max(instances.c.id)).where(link.in_(chunk)).group_by(link))
+            reps = {int(row[1]): int(row[0]) for row in found}
+        for row in await conn.execute(
+            select(instances.c.id, instances.c.metadata).where(instances.c.id.in_(list(reps)))
+        ):
+            keys[reps[int(row.id)]] = sort_key(_decode(row.metadata), orderby)
+    missing = sort_key({}, orderby)  # an entity gone meanwhile: _build_rows drops it anyway
+    return sorted(ids, key=lambda entity: keys.get(entity, missing))
 
 
 async def _sql_ids(conn: AsyncConnection, query: Query, kind: Kind, indexed: Mapping[int, str]) -> list[int]:
