@@ -24,7 +24,7 @@ from .errors import (
 )
 from .index import AddOutcome, IndexCapabilities, InstanceIndex, InstanceRecord, MatchRow, Page, ScopeSummary
 from .kit import DicomWeb
-from .query.matching import instance_matches
+from .query.matching import fold, instance_matches, pn_groups, pn_strip
 from .query.ordering import sort_entities, sort_key, sort_value
 from .query.qido_params import normalise_datetime, resolve_attribute
 from .query.terms import (
@@ -85,8 +85,11 @@ __all__ = [
     "UnsupportedMediaType",
     "Wildcard",
     "__version__",
+    "fold",
     "instance_matches",
     "normalise_datetime",
+    "pn_groups",
+    "pn_strip",
     "resolve_attribute",
     "sort_entities",
     "sort_key",

@@ -45,7 +45,7 @@ from typing import Any, Final
 from .qido_params import normalise_datetime
 from .terms import RangeMatch, SequenceMatch, SingleValue, Term, UidList, Universal, Wildcard
 
-__all__ = ["entity_matches", "instance_matches", "term_matches", "wildcard_regex"]
+__all__ = ["entity_matches", "fold", "instance_matches", "pn_groups", "pn_strip", "term_matches", "wildcard_regex"]
 
 # Study-level computed match keys evaluated on instance attributes.
 _SOURCE_KEY: Final[Mapping[str, str]] = {"00080061": "00080060", "00080062": "00080016"}
@@ -149,7 +149,7 @@ def _value_matches(matcher: object, vr: str, value: Any) -> bool:
 
 
 @lru_cache(maxsize=8192)
-def _fold(text: str, accents: bool) -> str:
+def fold(text: str, accents: bool) -> str:
     """Case-fold ``text`` (and strip accents when ``accents`` is true) for PN comparison."""
     if accents:
         decomposed = unicodedata.normalize("NFKD", text)
@@ -157,11 +157,13 @@ def _fold(text: str, accents: bool) -> str:
     return text.casefold()
 
 
-def _pn_strip(text: str) -> str:
+def pn_strip(text: str) -> str:
+    """Trailing ``^`` separators and space padding are insignificant (PS3.5 §6.2)."""
     return text.strip(" ").rstrip("^").rstrip(" ")
 
 
-def _groups(value: Any) -> list[str]:
+def pn_groups(value: Any) -> list[str]:
+    """The Alphabetic, Ideographic and Phonetic groups of a DICOM JSON PN value."""
     if isinstance(value, Mapping):
         return [str(value.get(name) or "") for name in _PN_GROUPS]
     return (str(value).split("=") + ["", ""])[:3]  # lenient: a PN given as a string
@@ -172,7 +174,7 @@ def _pn_matches(matcher: object, value: Any, *, fuzzy: bool) -> bool:
         query = matcher.value if isinstance(matcher, SingleValue) else matcher.pattern
     else:
         return False  # UidList / RangeMatch never apply to PN
-    groups = _groups(value)
+    groups = pn_groups(value)
     wildcard = isinstance(matcher, Wildcard)
     if "=" in query:
         wanted = (query.split("=") + ["", ""])[:3]
@@ -186,7 +188,7 @@ def _components(group: str) -> list[str]:
 
 
 def _pn_group_matches(query: str, group: str, *, wildcard: bool, fuzzy: bool) -> bool:
-    query, group = _fold(_pn_strip(query), fuzzy), _fold(_pn_strip(group), fuzzy)
+    query, group = fold(pn_strip(query), fuzzy), fold(pn_strip(group), fuzzy)
     if not group:
         return False
     if wildcard:

@@ -43,6 +43,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final, TypeVar
 
+from .matching import pn_groups, pn_strip
 from .qido_params import normalise_datetime
 from .terms import OrderKey
 
@@ -54,7 +55,6 @@ SortValue = str | Decimal
 
 _DATE_TIME_VRS: Final = frozenset({"DA", "TM", "DT"})
 _NUMERIC_VRS: Final = frozenset({"IS", "DS", "US", "SS", "UL", "SL", "UV", "SV", "FL", "FD"})
-_PN_GROUPS: Final = ("Alphabetic", "Ideographic", "Phonetic")
 
 
 def _number(value: Any) -> Decimal | None:
@@ -65,12 +65,6 @@ def _number(value: Any) -> Decimal | None:
     except (InvalidOperation, ValueError):
         return None
     return number if number.is_finite() else None
-
-
-def _pn_groups(value: Any) -> list[str]:
-    if isinstance(value, Mapping):
-        return [str(value.get(name) or "") for name in _PN_GROUPS]
-    return (str(value).split("=") + ["", ""])[:3]  # lenient: a PN given as a string
 
 
 def sort_value(attributes: Mapping[str, Any], key: OrderKey, /) -> SortValue | None:
@@ -88,8 +82,8 @@ def sort_value(attributes: Mapping[str, Any], key: OrderKey, /) -> SortValue | N
     if vr in _DATE_TIME_VRS:
         return normalise_datetime(str(value), vr)
     if vr == "PN":
-        for group in _pn_groups(value):
-            stripped = group.strip(" ").rstrip("^").rstrip(" ")
+        for group in pn_groups(value):
+            stripped = pn_strip(group)
             if stripped:
                 return stripped.casefold()
         return None

@@ -14,10 +14,21 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import ColumnElement, and_, exists, false, or_, select, true
 
-from dicomweb_kit import RangeMatch, SequenceMatch, SingleValue, Term, UidList, Universal, Wildcard, normalise_datetime
+from dicomweb_kit import (
+    RangeMatch,
+    SequenceMatch,
+    SingleValue,
+    Term,
+    UidList,
+    Universal,
+    Wildcard,
+    fold,
+    normalise_datetime,
+    pn_strip,
+)
 
 from .dialects import ANY, Kind, Pattern, matches_pattern, parse_wildcard
-from .extract import DATE_TIME_VRS, NUMERIC_VRS, SOURCE_TAG, fold, number_key, pn_strip
+from .extract import DATE_TIME_VRS, NUMERIC_VRS, SOURCE_TAG, number_key
 from .schema import instance_values
 
 __all__ = ["Compiled", "compile_term"]

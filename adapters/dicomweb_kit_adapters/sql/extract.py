@@ -24,13 +24,11 @@ the reference matcher gives in Python:
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal, InvalidOperation
-from functools import lru_cache
 from typing import Any, Final
 
-from dicomweb_kit import normalise_datetime, resolve_attribute
+from dicomweb_kit import fold, normalise_datetime, pn_groups, pn_strip, resolve_attribute
 
 __all__ = [
     "DATE_TIME_VRS",
@@ -52,7 +50,6 @@ MAX_TEXT: Final = 256  # characters of an indexed value (index key size limits o
 DATE_TIME_VRS: Final = frozenset({"DA", "TM", "DT"})
 NUMERIC_VRS: Final = frozenset({"IS", "DS", "US", "SS", "UL", "SL", "UV", "SV", "FL", "FD"})
 _UNINDEXABLE_VRS: Final = frozenset({"SQ", "OB", "OW", "OF", "OD", "OL", "OV", "UN"})
-_PN_GROUPS: Final = ("Alphabetic", "Ideographic", "Phonetic")
 
 # ModalitiesInStudy / SOPClassesInStudy are matched against each instance's Modality / SOP
 # Class UID (PS3.4 §C.6.1.1.3.2 Note), as matching.py does.
@@ -99,27 +96,6 @@ def indexed_attributes(extra: Sequence[str | int]) -> dict[int, str]:
             raise ConfigurationError(f"extra_indexed: {name} has VR {vr}, which only supports universal matching")
         indexed[SOURCE_TAG.get(tag, tag)] = vr
     return indexed
-
-
-@lru_cache(maxsize=8192)
-def fold(text: str, accents: bool) -> str:
-    """Case-fold (and strip accents when ``accents``) exactly as matching.py's ``_fold``."""
-    if accents:
-        decomposed = unicodedata.normalize("NFKD", text)
-        text = "".join(char for char in decomposed if not unicodedata.combining(char))
-    return text.casefold()
-
-
-def pn_strip(text: str) -> str:
-    """Trailing ``^`` separators and space padding are insignificant (PS3.5 §6.2)."""
-    return text.strip(" ").rstrip("^").rstrip(" ")
-
-
-def pn_groups(value: Any) -> list[str]:
-    """The three component groups of a DICOM JSON PN value (a lenient string too)."""
-    if isinstance(value, Mapping):
-        return [str(value.get(name) or "") for name in _PN_GROUPS]
-    return (str(value).split("=") + ["", ""])[:3]
 
 
 def number_key(value: Any) -> str | None:
