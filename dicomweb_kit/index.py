@@ -7,7 +7,7 @@ blob, never a record without bytes.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import msgspec
@@ -150,6 +150,17 @@ class InstanceIndex(Protocol):
 
     async def add(self, record: InstanceRecord, /, *, on_existing: Literal["keep", "replace"]) -> AddOutcome:
         """Add ``record``; if its SOP Instance UID is already stored, keep the old one or replace it."""
+        ...
+
+    async def add_many(
+        self, records: Sequence[InstanceRecord], /, *, on_existing: Literal["keep", "replace"]
+    ) -> list[AddOutcome]:
+        """Add several records in one transaction (group commit); one outcome per record, in order.
+
+        Each record behaves as in :meth:`add` (a later record with the same SOP Instance UID as
+        an earlier one in the batch sees it as existing). All are visible at once, or, if the
+        call raises, none is.
+        """
         ...
 
     async def get(self, key: ResourceKey, /) -> InstanceRecord | None:

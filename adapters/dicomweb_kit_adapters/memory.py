@@ -87,6 +87,9 @@ class MemoryIndex:
         self._clock = count()
 
     async def add(self, record: InstanceRecord, /, *, on_existing: Literal["keep", "replace"]) -> AddOutcome:
+        return self._add(record, on_existing)
+
+    def _add(self, record: InstanceRecord, on_existing: Literal["keep", "replace"]) -> AddOutcome:
         previous = None
         place = self._where.get(record.instance_uid)
         if place is not None:
@@ -98,6 +101,12 @@ class MemoryIndex:
         series[record.instance_uid] = _Entry(record, next(self._clock))
         self._where[record.instance_uid] = (record.study_uid, record.series_uid)
         return AddOutcome(stored=True, previous=previous)
+
+    async def add_many(
+        self, records: Sequence[InstanceRecord], /, *, on_existing: Literal["keep", "replace"]
+    ) -> list[AddOutcome]:
+        # No await between the adds: other tasks see all of them or none.
+        return [self._add(record, on_existing) for record in records]
 
     async def get(self, key: ResourceKey, /) -> InstanceRecord | None:
         for entry in self._entries(key):

@@ -178,6 +178,20 @@ class InstanceIndexContract:
         assert await _keys(archive, ResourceKey("9.9.9")) == []
         assert await _keys(archive, ResourceKey(STUDY_B, SERIES_A1)) == []
 
+    async def test_add_many_is_add_in_one_go(self, archive: InstanceIndex) -> None:
+        new = [_record(STUDY_B, SERIES_B1, f"{SERIES_B1}.{i}") for i in range(2, 5)]
+        again = _record(STUDY_A, SERIES_A1, SERIES_A1 + ".1", patient_name="Other^Name")
+        twice = _record(STUDY_B, SERIES_B1, f"{SERIES_B1}.2", patient_name="Twice^Name")
+        outcomes = await archive.add_many([*new, again, twice], on_existing="keep")
+        assert [o.stored for o in outcomes] == [True, True, True, False, False]
+        assert outcomes[3].previous is not None and outcomes[3].previous.blob_key == f"blob-{SERIES_A1}.1"
+        assert outcomes[4].previous is not None and outcomes[4].previous.blob_key == new[0].blob_key
+        summary = await archive.summary(ResourceKey(STUDY_B))
+        assert summary is not None and summary.instances == 4
+        replaced = await archive.add_many([twice], on_existing="replace")
+        assert replaced[0].stored and replaced[0].previous is not None
+        assert await archive.add_many([], on_existing="keep") == []
+
     async def test_summary(self, archive: InstanceIndex) -> None:
         summary = await archive.summary(ResourceKey(STUDY_A))
         assert summary is not None

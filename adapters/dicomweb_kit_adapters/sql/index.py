@@ -210,6 +210,12 @@ class SqlIndex:
     # Writes
     # ----------------------------------------------------------------------------------------
 
+    async def add_many(
+        self, records: Sequence[InstanceRecord], /, *, on_existing: Literal["keep", "replace"]
+    ) -> list[AddOutcome]:
+        # TODO(group commit): one transaction for the batch.
+        return [await self.add(record, on_existing=on_existing) for record in records]
+
     async def add(self, record: InstanceRecord, /, *, on_existing: Literal["keep", "replace"]) -> AddOutcome:
         if on_existing not in ("keep", "replace"):
             raise ConfigurationError(f"on_existing must be 'keep' or 'replace', not {on_existing!r}")
