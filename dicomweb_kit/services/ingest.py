@@ -7,7 +7,7 @@ path that decides what a stored instance is.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -24,7 +24,7 @@ from ..resources import ResourceKey, validate_uid
 if TYPE_CHECKING:
     from ..kit import DicomWeb
 
-__all__ = ["StoredInstance", "ingest_instance"]
+__all__ = ["PreparedInstance", "StoredInstance", "commit_instances", "ingest_instance", "prepare_instance"]
 
 
 class StoredInstance(msgspec.Struct, frozen=True):
@@ -37,8 +37,24 @@ class StoredInstance(msgspec.Struct, frozen=True):
     warning_reason: int | None = None
 
 
+class PreparedInstance(msgspec.Struct, frozen=True):
+    """An instance whose blob is durable and whose header is valid, not yet in the index."""
+
+    record: InstanceRecord
+    warning_reason: int | None = None
+
+
+# The Pixel Data tag (7FE0,0010) as it appears in little and big endian files: the header ends there.
+_PIXEL_DATA_TAGS = (b"\xe0\x7f\x10\x00", b"\x7f\xe0\x00\x10")
+
+
 class _PrefixTee:
-    """Passes chunks through to the blob store while keeping the first bytes for the header parse."""
+    """Passes chunks through to the blob store while keeping the header's bytes for parsing.
+
+    It keeps bytes until the Pixel Data tag shows up (plus a little, for its VR), or until
+    ``limit``: an image's pixels are never copied. A false sighting inside some value only
+    costs a read-back of the stored blob (see ``_read_header``).
+    """
 
     def __init__(self, chunks: AsyncIterable[bytes | memoryview], limit: int, max_bytes: int | None) -> None:
         self._chunks = chunks
@@ -46,16 +62,26 @@ class _PrefixTee:
         self._max_bytes = max_bytes
         self.prefix = bytearray()
         self.size = 0
+        self._stop_at: int | None = None
 
     async def __aiter__(self) -> AsyncIterator[bytes | memoryview]:
         async for chunk in self._chunks:
             self.size += len(chunk)
             if self._max_bytes is not None and self.size > self._max_bytes:
                 raise PayloadTooLarge(f"an instance is larger than the limit of {self._max_bytes} bytes")
-            room = self._limit - len(self.prefix)
-            if room > 0:
-                self.prefix += chunk[:room]
+            if self._stop_at is None or len(self.prefix) < self._stop_at:
+                self._keep(chunk)
             yield chunk
+
+    def _keep(self, chunk: bytes | memoryview) -> None:
+        scan_from = max(len(self.prefix) - 3, 132)
+        room = (self._stop_at if self._stop_at is not None else self._limit) - len(self.prefix)
+        self.prefix += chunk[:room]
+        if self._stop_at is None:
+            found = [i for i in (self.prefix.find(tag, scan_from) for tag in _PIXEL_DATA_TAGS) if i >= 0]
+            if found:
+                self._stop_at = min(found) + 16
+                del self.prefix[self._stop_at :]
 
     @property
     def complete_in_prefix(self) -> bool:
@@ -69,14 +95,35 @@ async def ingest_instance(
     *,
     expected_study: str | None = None,
 ) -> StoredInstance:
-    """Store one Part 10 instance streamed as ``chunks``.
-
-    The blob is written first, under a fresh random key; the index record is added only once
-    the blob is complete and the header valid, so a failure leaves nothing visible and the
-    blob is deleted.
+    """Store one Part 10 instance streamed as ``chunks``: :func:`prepare_instance`, then
+    :func:`commit_instances`.
 
     Raises:
         InstanceRejected: the instance was not stored; ``failure_reason`` says why (PS3.18 Table I.2-2).
+        PayloadTooLarge: the instance breaks ``max_part_bytes``.
+    """
+    prepared = await prepare_instance(kit, chunks, expected_study=expected_study)
+    [outcome] = await commit_instances(kit, [prepared])
+    if isinstance(outcome, InstanceRejected):
+        raise outcome
+    return outcome
+
+
+async def prepare_instance(
+    kit: DicomWeb,
+    chunks: AsyncIterable[bytes | memoryview],
+    /,
+    *,
+    expected_study: str | None = None,
+) -> PreparedInstance:
+    """Write one Part 10 instance streamed as ``chunks`` to the blob store and validate it.
+
+    The blob goes under a fresh random key; the header is parsed from the bytes kept on the
+    way. Nothing is visible until :func:`commit_instances` adds the record to the index; on any
+    failure here the blob is deleted.
+
+    Raises:
+        InstanceRejected: the instance cannot be stored; ``failure_reason`` says why (PS3.18 Table I.2-2).
         PayloadTooLarge: the instance breaks ``max_part_bytes``.
     """
     settings = kit.settings
@@ -100,25 +147,58 @@ async def ingest_instance(
                 sop_class_uid=record.sop_class_uid,
                 sop_instance_uid=record.instance_uid,
             )
-        policy = settings.on_duplicate
-        outcome = await kit.index.add(record, on_existing="replace" if policy == "replace" else "keep")
     except BaseException:
         with anyio.CancelScope(shield=True):
             await kit.blobs.delete([key])
         raise
-    if not outcome.stored:
-        await kit.blobs.delete([key])
-        if policy == "reject":
-            raise InstanceRejected(
-                f"SOP Instance {record.instance_uid} is already stored",
-                failure_reason=status_codes.DUPLICATE_SOP_INSTANCE,
-                sop_class_uid=record.sop_class_uid,
-                sop_instance_uid=record.instance_uid,
-            )
-        return StoredInstance(outcome.previous or record, already_stored=True)
-    if outcome.previous is not None:
-        await kit.blobs.delete([outcome.previous.blob_key])
-    return StoredInstance(record, replaced=outcome.previous is not None, warning_reason=warning)
+    return PreparedInstance(record, warning)
+
+
+async def commit_instances(
+    kit: DicomWeb, prepared: Sequence[PreparedInstance], /
+) -> list[StoredInstance | InstanceRejected]:
+    """Add prepared instances to the index in one transaction (group commit), per the
+    ``on_duplicate`` policy; delete the blobs that lost. One outcome per instance, in order.
+
+    If the index fails, every blob of the batch is deleted and the error propagates.
+    """
+    if not prepared:
+        return []
+    policy = kit.settings.on_duplicate
+    try:
+        outcomes = await kit.index.add_many(
+            [p.record for p in prepared], on_existing="replace" if policy == "replace" else "keep"
+        )
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await kit.blobs.delete([p.record.blob_key for p in prepared])
+        raise
+    results: list[StoredInstance | InstanceRejected] = []
+    garbage: list[str] = []
+    for item, outcome in zip(prepared, outcomes, strict=True):
+        record = item.record
+        if not outcome.stored:
+            garbage.append(record.blob_key)
+            if policy == "reject":
+                results.append(
+                    InstanceRejected(
+                        f"SOP Instance {record.instance_uid} is already stored",
+                        failure_reason=status_codes.DUPLICATE_SOP_INSTANCE,
+                        sop_class_uid=record.sop_class_uid,
+                        sop_instance_uid=record.instance_uid,
+                    )
+                )
+            else:
+                results.append(StoredInstance(outcome.previous or record, already_stored=True))
+            continue
+        if outcome.previous is not None:
+            garbage.append(outcome.previous.blob_key)
+        results.append(
+            StoredInstance(record, replaced=outcome.previous is not None, warning_reason=item.warning_reason)
+        )
+    if garbage:
+        await kit.blobs.delete(garbage)
+    return results
 
 
 async def _peek(

@@ -12,7 +12,7 @@ from .. import status_codes
 from ..codecs.multipart import MultipartLimits, parse_media_type, read_multipart
 from ..errors import DicomWebError, InstanceRejected, MalformedMultipart, PayloadTooLarge, UnsupportedMediaType
 from ..resources import ResourceKey
-from .ingest import StoredInstance, ingest_instance
+from .ingest import PreparedInstance, StoredInstance, commit_instances, prepare_instance
 
 if TYPE_CHECKING:
     from ..kit import DicomWeb
@@ -22,6 +22,9 @@ __all__ = ["StoreOutcome", "store_instances"]
 log = logging.getLogger("dicomweb_kit.stow")
 
 _DICOM = "application/dicom"
+# Instances added to the index per transaction: one commit (and one fsync of the database) for
+# many instances, while a long body still becomes visible in steps.
+_GROUP_COMMIT = 32
 
 
 class StoreOutcome(msgspec.Struct):
@@ -112,9 +115,10 @@ async def store_instances(
 ) -> StoreOutcome:
     """Store every instance of a multipart/related body, one part at a time.
 
-    Each part commits on its own: a bad part is reported in FailedSOPSequence and the others are
-    stored. A body that is malformed before any part was stored raises
-    :class:`MalformedMultipart` (400); after, the stored instances are kept and reported.
+    Each part is streamed to the blob store and validated on its own: a bad part is reported in
+    FailedSOPSequence and the others are stored. Valid parts are added to the index in groups
+    (one transaction per group). A body that breaks before any part was stored raises (400, 413,
+    408); after, the stored instances are kept and reported.
     """
     boundary = check_request_type(content_type)
     settings = kit.settings
@@ -125,6 +129,16 @@ async def store_instances(
     )
     expected_study = study.study if study is not None else None
     outcome = StoreOutcome()
+    pending: list[PreparedInstance] = []
+
+    async def commit() -> None:
+        for result in await commit_instances(kit, pending):
+            if isinstance(result, InstanceRejected):
+                outcome.failed.append(result)
+            else:
+                outcome.stored.append(result)
+        pending.clear()
+
     try:
         async for part in read_multipart(body, boundary, limits=limits):
             part_type = (part.content_type or _DICOM).split(";")[0].strip().lower()
@@ -137,15 +151,19 @@ async def store_instances(
                 )
                 continue  # the reader drains the unread part
             try:
-                outcome.stored.append(await ingest_instance(kit, part.chunks(), expected_study=expected_study))
+                pending.append(await prepare_instance(kit, part.chunks(), expected_study=expected_study))
             except InstanceRejected as rejected:
                 log.info("STOW-RS instance rejected: %s", rejected.message)
                 outcome.failed.append(rejected)
             except PayloadTooLarge as too_large:  # max_part_bytes: this part only; the reader skips its rest
                 outcome.failed.append(InstanceRejected(too_large.message, failure_reason=status_codes.OUT_OF_RESOURCES))
+            if len(pending) >= _GROUP_COMMIT:
+                await commit()
+        await commit()
     except DicomWebError as exc:
-        # The body broke off (malformed, or over the body limit). Instances stored before stay
-        # stored, each having committed whole; without any, the error is the answer.
+        # The body broke off (malformed, over the body limit, stalled). Instances prepared before
+        # it are committed: each is whole. Without any stored, the error is the answer.
+        await commit()
         if not outcome.stored:
             raise
         outcome.body_error = exc.message

@@ -1,0 +1,57 @@
+"""The ingest path: the header is parsed from kept bytes, pixels are never copied, long headers still work."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from dicomweb_kit_adapters.memory import MemoryBlobStore, MemoryIndex
+
+from dicomweb_kit import DicomWeb, ResourceKey, Settings
+from dicomweb_kit.services import ingest
+from dicomweb_kit.testing import make_dataset, part10_bytes
+
+pytestmark = pytest.mark.anyio
+
+
+async def chunked(data: bytes, size: int = 7000) -> AsyncIterator[bytes]:
+    for i in range(0, len(data), size):
+        yield data[i : i + size]
+
+
+async def test_the_kept_prefix_stops_at_pixel_data(monkeypatch: pytest.MonkeyPatch) -> None:
+    kept: list[int] = []
+    original = ingest._read_header
+
+    async def spy(kit, key, tee):  # noqa: ANN001, ANN202
+        kept.append(len(tee.prefix))
+        return await original(kit, key, tee)
+
+    monkeypatch.setattr(ingest, "_read_header", spy)
+    ds = make_dataset(rows=256, columns=256)  # 128 KiB of pixels
+    data = part10_bytes(ds)
+    async with DicomWeb(blobs=MemoryBlobStore(), index=MemoryIndex()) as kit:
+        stored = await ingest.ingest_instance(kit, chunked(data))
+    assert stored.record.instance_uid == ds.SOPInstanceUID
+    assert kept[0] < 2000 < len(data)
+
+
+async def test_a_header_longer_than_the_prefix_is_read_back() -> None:
+    ds = make_dataset(StudyDescription="x" * 60, ImageComments="y" * 5000)
+    data = part10_bytes(ds)
+    async with DicomWeb(blobs=MemoryBlobStore(), index=MemoryIndex(), settings=Settings(header_prefix_bytes=300)) as kit:
+        stored = await ingest.ingest_instance(kit, chunked(data, 100))
+        record = await kit.index.get(ResourceKey(ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID))
+    assert record is not None and record.attributes["00204000"]["Value"] == ["y" * 5000]
+    assert stored.record.size == len(data)
+
+
+async def test_a_batch_commits_together_and_duplicates_lose_their_blobs() -> None:
+    first = make_dataset()
+    again = make_dataset(study=first.StudyInstanceUID, series=first.SeriesInstanceUID, instance=first.SOPInstanceUID)
+    async with DicomWeb(blobs=MemoryBlobStore(), index=MemoryIndex()) as kit:
+        prepared = [await ingest.prepare_instance(kit, chunked(part10_bytes(ds))) for ds in (first, again)]
+        assert await kit.index.summary(ResourceKey(first.StudyInstanceUID)) is None  # nothing visible yet
+        outcomes = await ingest.commit_instances(kit, prepared)
+        assert [getattr(o, "already_stored", None) for o in outcomes] == [False, True]
+        assert len([k async for k in kit.blobs.iter_keys()]) == 1
