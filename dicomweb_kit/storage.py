@@ -39,8 +39,18 @@ class BlobStore(Protocol):
     * Backend failures surface as :class:`dicomweb_kit.errors.StorageUnavailable`.
     """
 
-    async def put(self, key: str, chunks: AsyncIterable[bytes | memoryview], /) -> BlobInfo:
-        """Store everything ``chunks`` yields under ``key``, atomically; return its size."""
+    async def put(self, key: str, chunks: AsyncIterable[bytes | memoryview], /, *, durable: bool = True) -> BlobInfo:
+        """Store everything ``chunks`` yields under ``key``, atomically; return its size.
+
+        With ``durable=False`` the blob need not survive a power loss until :meth:`sync` is
+        called for it: the core writes a batch of blobs so, then syncs them together (group
+        commit) before the index refers to any of them.
+        """
+        ...
+
+    async def sync(self, keys: Sequence[str], /) -> None:
+        """Make the blobs under ``keys`` durable; missing keys are ignored. A no-op for stores
+        whose puts are always durable."""
         ...
 
     def get(self, key: str, /, *, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:

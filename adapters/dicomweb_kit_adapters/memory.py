@@ -35,7 +35,7 @@ class MemoryBlobStore:
     def __init__(self) -> None:
         self._blobs: dict[str, bytes] = {}
 
-    async def put(self, key: str, chunks: AsyncIterable[bytes | memoryview], /) -> BlobInfo:
+    async def put(self, key: str, chunks: AsyncIterable[bytes | memoryview], /, *, durable: bool = True) -> BlobInfo:
         pieces = [bytes(chunk) async for chunk in chunks]
         data = b"".join(pieces)
         self._blobs[key] = data
@@ -49,6 +49,9 @@ class MemoryBlobStore:
         step = 1 << 20
         for offset in range(0, len(view), step):
             yield bytes(view[offset : offset + step])
+
+    async def sync(self, keys: Sequence[str], /) -> None:
+        pass  # nothing survives the process anyway
 
     async def exists(self, key: str, /) -> bool:
         return key in self._blobs

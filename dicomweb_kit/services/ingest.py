@@ -135,7 +135,8 @@ async def prepare_instance(
         # We wrote the preamble and file meta the client left out (PS3.18 Table I.2-1).
         warning = status_codes.COERCION_OF_DATA_ELEMENTS
     tee = _PrefixTee(chunks, settings.header_prefix_bytes, settings.max_part_bytes)
-    info = await kit.blobs.put(key, tee)
+    # Not durable yet: commit_instances syncs the whole group's blobs at once.
+    info = await kit.blobs.put(key, tee, durable=False)
     try:
         header = await _read_header(kit, key, tee)
         record = await anyio.to_thread.run_sync(_make_record, header, key, info.size, settings.bulk_data_threshold)
@@ -166,6 +167,8 @@ async def commit_instances(
         return []
     policy = kit.settings.on_duplicate
     try:
+        # The blobs are durable before the index refers to them: a crash leaves orphans at most.
+        await kit.blobs.sync([p.record.blob_key for p in prepared])
         outcomes = await kit.index.add_many(
             [p.record for p in prepared], on_existing="replace" if policy == "replace" else "keep"
         )

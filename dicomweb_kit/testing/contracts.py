@@ -94,6 +94,13 @@ class BlobStoreContract:
             await blob_store.put("cancelled", slow())
         assert not await blob_store.exists("cancelled")
 
+    async def test_a_group_of_non_durable_puts_is_synced(self, blob_store: BlobStore) -> None:
+        for i in range(5):
+            await blob_store.put(f"group-{i}", _chunks(b"x" * i), durable=False)
+        await blob_store.sync([f"group-{i}" for i in range(5)] + ["never-stored"])
+        assert [await _read(blob_store, f"group-{i}") for i in range(5)] == [b"x" * i for i in range(5)]
+        await blob_store.sync([])
+
     async def test_put_replaces(self, blob_store: BlobStore) -> None:
         await blob_store.put("r", _chunks(b"one"))
         await blob_store.put("r", _chunks(b"two!"))
