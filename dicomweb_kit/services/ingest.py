@@ -53,7 +53,7 @@ class _PrefixTee:
 
     It keeps bytes until the Pixel Data tag shows up (plus a little, for its VR), or until
     ``limit``: an image's pixels are never copied. A false sighting inside some value only
-    costs a read-back of the stored blob (see ``_read_header``).
+    costs a read-back of the stored blob (see ``_read_record``).
     """
 
     def __init__(self, chunks: AsyncIterable[bytes | memoryview], limit: int, max_bytes: int | None) -> None:
@@ -138,8 +138,7 @@ async def prepare_instance(
     # Not durable yet: commit_instances syncs the whole group's blobs at once.
     info = await kit.blobs.put(key, tee, durable=False)
     try:
-        header = await _read_header(kit, key, tee)
-        record = await anyio.to_thread.run_sync(_make_record, header, key, info.size, settings.bulk_data_threshold)
+        record = await _read_record(kit, key, tee, info.size, settings.bulk_data_threshold)
         if expected_study is not None and record.study_uid != expected_study:
             raise InstanceRejected(
                 f"Study Instance UID {record.study_uid} differs from the target study {expected_study}"
@@ -245,26 +244,28 @@ async def _repaired(chunks: AsyncIterable[bytes | memoryview], limit: int) -> As
     return one()
 
 
-async def _read_header(kit: DicomWeb, key: str, tee: _PrefixTee) -> Part10Header:
+async def _read_record(kit: DicomWeb, key: str, tee: _PrefixTee, size: int, threshold: int) -> InstanceRecord:
+    """Parse the header from the kept bytes and build the record: one thread hop."""
     try:
-        return await anyio.to_thread.run_sync(_parse, tee.prefix, tee.complete_in_prefix)
+        return await anyio.to_thread.run_sync(_record_from, tee.prefix, tee.complete_in_prefix, key, size, threshold)
     except HeaderIncomplete:
         pass
-    if tee.complete_in_prefix:  # pragma: no cover - _parse with complete=True never asks for more
+    if tee.complete_in_prefix:  # pragma: no cover - parse_header with complete=True never asks for more
         raise _cannot_understand("the file ends inside its header")
     # A header longer than the kept prefix (rare: huge private or overlay data before the
     # pixels): read the stored blob back, once.
     whole = bytearray()
     async for chunk in kit.blobs.get(key):
         whole += chunk
-    return await anyio.to_thread.run_sync(_parse, whole, True)
+    return await anyio.to_thread.run_sync(_record_from, whole, True, key, size, threshold)
 
 
-def _parse(prefix: bytearray, complete: bool) -> Part10Header:
+def _record_from(prefix: bytearray, complete: bool, key: str, size: int, threshold: int) -> InstanceRecord:
     try:
-        return parse_header(prefix, complete=complete)
+        header = parse_header(prefix, complete=complete)
     except NotPart10 as exc:
         raise _cannot_understand(str(exc)) from exc
+    return _make_record(header, key, size, threshold)
 
 
 def _cannot_understand(message: str) -> InstanceRejected:

@@ -21,13 +21,13 @@ async def chunked(data: bytes, size: int = 7000) -> AsyncIterator[bytes]:
 
 async def test_the_kept_prefix_stops_at_pixel_data(monkeypatch: pytest.MonkeyPatch) -> None:
     kept: list[int] = []
-    original = ingest._read_header
+    original = ingest._read_record
 
-    async def spy(kit, key, tee):  # noqa: ANN001, ANN202
+    async def spy(kit, key, tee, *args):
         kept.append(len(tee.prefix))
-        return await original(kit, key, tee)
+        return await original(kit, key, tee, *args)
 
-    monkeypatch.setattr(ingest, "_read_header", spy)
+    monkeypatch.setattr(ingest, "_read_record", spy)
     ds = make_dataset(rows=256, columns=256)  # 128 KiB of pixels
     data = part10_bytes(ds)
     async with DicomWeb(blobs=MemoryBlobStore(), index=MemoryIndex()) as kit:
@@ -39,7 +39,9 @@ async def test_the_kept_prefix_stops_at_pixel_data(monkeypatch: pytest.MonkeyPat
 async def test_a_header_longer_than_the_prefix_is_read_back() -> None:
     ds = make_dataset(StudyDescription="x" * 60, ImageComments="y" * 5000)
     data = part10_bytes(ds)
-    async with DicomWeb(blobs=MemoryBlobStore(), index=MemoryIndex(), settings=Settings(header_prefix_bytes=300)) as kit:
+    async with DicomWeb(
+        blobs=MemoryBlobStore(), index=MemoryIndex(), settings=Settings(header_prefix_bytes=300)
+    ) as kit:
         stored = await ingest.ingest_instance(kit, chunked(data, 100))
         record = await kit.index.get(ResourceKey(ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID))
     assert record is not None and record.attributes["00204000"]["Value"] == ["y" * 5000]
