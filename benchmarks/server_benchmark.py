@@ -165,13 +165,14 @@ def backend_args(backend: str, data_dir: Path) -> list[str]:
 class OurServer:
     """``dicomweb-kit serve`` as a subprocess; its log goes to ``<data dir>/server.log``."""
 
-    def __init__(self, backend: str, data_dir: Path, port: int | None = None) -> None:
+    def __init__(self, backend: str, data_dir: Path, port: int | None = None, workers: int = 1) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
         self.log_path = data_dir / "server.log"
         self.command = [
             sys.executable, "-m", "dicomweb_kit.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port),
-            "--root", "/dicom-web", "--log-level", "warning", *backend_args(backend, data_dir),
+            "--root", "/dicom-web", "--log-level", "warning", "--workers", str(workers),
+            *backend_args(backend, data_dir),
         ]  # fmt: skip
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -678,7 +679,7 @@ def run_compare(args: argparse.Namespace) -> int:
     reps = args.reps or (15 if quick else 50)
 
     run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=bench_dir))
-    ours_proc = OurServer(args.backend, run_dir / "ours", args.port)
+    ours_proc = OurServer(args.backend, run_dir / "ours", args.port, args.workers)
     orthanc = Orthanc(run_dir / "orthanc", args.orthanc_port) if args.start_orthanc else None
     try:
         ours_proc.start()
@@ -970,7 +971,7 @@ def run_scale(args: argparse.Namespace) -> int:
     data_dir.mkdir(parents=True, exist_ok=True)
     plan = ScalePlan(total)
     print(f"scale: {total} instances in {len(plan.studies)} studies, {len(plan.blocks)} series; data in {data_dir}")
-    server = OurServer(args.backend, data_dir, args.port)
+    server = OurServer(args.backend, data_dir, args.port, args.workers)
     reps = args.reps or (20 if args.quick else 50)
     try:
         server.start()
@@ -1027,6 +1028,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, help="repetitions per latency case (default 50; 15 with --quick)")
     parser.add_argument("--part-length", action="store_true", help="send Content-Length in every STOW part")
     parser.add_argument("--keep", action="store_true", help="keep the run's server data dirs")
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn workers of our server (default 1)")
     parser.add_argument("--scale", type=int, help="build an archive of N tiny instances on our server and measure it")
     parser.add_argument("--scale-dir", help="data dir for --scale (default /tmp/dwk-bench-scale-N; reused, resumable)")
     parser.add_argument("--scale-jobs", type=int, default=4, help="concurrent STOW clients for --scale (default 4)")
