@@ -18,6 +18,7 @@ import anyio
 import pytest
 from dicomweb_kit_adapters.sql import SqlIndex
 from dicomweb_kit_adapters.sql.dialects import create_engine
+from dicomweb_kit_adapters.sql.migrations import SCHEMA_VERSION
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
@@ -597,9 +598,9 @@ async def test_version_2_rewrites_number_keys(index: SqlIndex) -> None:
                 .values(value_key=_version_1_number_key(row.value))
             )
         await conn.execute(update(schema_version).values(version=1))
-    await index.open()  # upgrades to version 2
+    await index.open()  # upgrades to version 2 (and on)
     async with engine.connect() as conn:
-        assert await conn.scalar(select(schema_version.c.version)) == 2
+        assert await conn.scalar(select(schema_version.c.version)) == SCHEMA_VERSION
     for params in (
         [("orderby", "-SeriesNumber")],
         [("SeriesNumber", "+09")],
@@ -617,3 +618,73 @@ async def test_unreachable_server_is_storage_unavailable() -> None:
     with pytest.raises(StorageUnavailable, match="unavailable"):
         await index.open()
     await index.aclose()
+
+
+async def test_version_3_adds_value_entities_and_indexes(index: SqlIndex) -> None:
+    from dicomweb_kit_adapters.sql.schema import OLD_VALUE_INDEXES, VALUE_INDEXES, instance_values, schema_version
+    from sqlalchemy import func, inspect, select, update
+
+    records = await _orderby_archive(index)
+    engine = index._engine
+    kind = index._kind
+    table = instance_values.name
+    async with engine.begin() as conn:  # back to the version 2 schema
+        for name in [*VALUE_INDEXES, "dwk_instances_study_sop_class"]:
+            on = "dwk_instances" if name.startswith("dwk_instances") else table
+            await conn.execute(text(f"DROP INDEX {name} ON {on}" if kind == "mysql" else f"DROP INDEX {name}"))
+        for column in ("study_id", "series_id"):
+            await conn.execute(text(f"ALTER TABLE {table} DROP COLUMN {column}"))
+        for name, columns in OLD_VALUE_INDEXES.items():
+            await conn.execute(text(f"CREATE INDEX {name} ON {table} ({', '.join(columns)})"))
+        await conn.execute(update(schema_version).values(version=2))
+    await index.open()  # upgrades to version 3
+
+    def indexes(sync: Any) -> set[str]:
+        inspector = inspect(sync)
+        return {str(i["name"]) for t in (table, "dwk_instances") for i in inspector.get_indexes(t)}
+
+    async with engine.connect() as conn:
+        assert await conn.scalar(select(schema_version.c.version)) == SCHEMA_VERSION
+        found = await conn.run_sync(indexes)
+        assert set(VALUE_INDEXES) | {"dwk_instances_study_sop_class"} <= found
+        assert not set(OLD_VALUE_INDEXES) & found
+        missing = select(func.count()).where(
+            instance_values.c.study_id.is_(None) | instance_values.c.series_id.is_(None)
+        )
+        assert await conn.scalar(missing) == 0
+    for params in (
+        [("Modality", "CT")],
+        [("StudyDate", "20000101-20301231"), ("limit", "2")],
+        [("PatientName", "*a*")],
+        [("SeriesNumber", "+09")],
+    ):
+        for level in (Level.STUDY, Level.SERIES):
+            query = parse_qido(params, level, ResourceKey())
+            got = [row.key for row in (await index.search(query)).rows]
+            expected = reference_keys(records, query)
+            if query.limit is not None:
+                expected = expected[: query.limit]
+            assert got == expected, (params, level)
+
+
+async def test_add_many_is_one_group_in_insertion_order(index: SqlIndex) -> None:
+    # Study/series uids deliberately out of sort order: ids must follow first appearance.
+    first = _record("1.2.9", "1.2.9.9", "1.2.9.9.1", PatientID="A")
+    second = _record("1.2.1", "1.2.1.5", "1.2.1.5.1", PatientID="B")
+    third = _record("1.2.9", "1.2.9.1", "1.2.9.1.1", PatientID="C")
+    again = _record("1.2.1", "1.2.1.5", "1.2.1.5.1", PatientID="D")  # same instance as second
+    outcomes = await index.add_many([first, second, third, again], on_existing="keep")
+    assert [o.stored for o in outcomes] == [True, True, True, False]
+    assert outcomes[3].previous == second
+    studies = await index.search(parse_qido([], Level.STUDY, ResourceKey()))
+    assert [row.key.study for row in studies.rows] == ["1.2.9", "1.2.1"]
+    assert [row.study_instances for row in studies.rows] == [2, 1]
+    series = await index.search(parse_qido([], Level.SERIES, ResourceKey()))
+    assert [row.key.series for row in series.rows] == ["1.2.9.9", "1.2.9.1", "1.2.1.5"]
+    outcomes = await index.add_many([again, first], on_existing="replace")
+    assert [o.stored for o in outcomes] == [True, True]
+    assert outcomes[0].previous == second and outcomes[1].previous == first
+    found = await index.search(parse_qido([("PatientID", "D")], Level.INSTANCE, ResourceKey()))
+    assert [row.key.instance for row in found.rows] == ["1.2.1.5.1"]
+    instances = await index.search(parse_qido([], Level.INSTANCE, ResourceKey()))
+    assert [row.key.instance for row in instances.rows] == ["1.2.9.1.1", "1.2.9.9.1", "1.2.1.5.1"]

@@ -9,8 +9,8 @@ Sequence Matching, a VR other than the indexed one) are left to Python entirely.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, NamedTuple
+from collections.abc import Callable, Mapping
+from typing import Any, Final, Literal, NamedTuple
 
 from sqlalchemy import ColumnElement, and_, exists, false, or_, select, true
 
@@ -31,16 +31,40 @@ from .dialects import ANY, Kind, Pattern, matches_pattern, parse_wildcard
 from .extract import DATE_TIME_VRS, NUMERIC_VRS, SOURCE_TAG, number_key
 from .schema import instance_values
 
-__all__ = ["Compiled", "compile_term"]
+__all__ = ["Access", "Compiled", "Driver", "compile_term", "probe_hint"]
+
+Access = Literal["seek", "probe", "scan"]
+
+# SQLite's planner (no statistics) may answer a correlated probe "this instance has a value
+# in range" with a range scan of a value index instead of the (instance_id, tag) lookup: one
+# probe then reads every value of the attribute. The hint pins the lookup.
+_PROBE_HINT: Final = "INDEXED BY dwk_values_instance"
+
+
+def probe_hint(statement: Any, alias: Any) -> Any:
+    """``statement`` with ``alias`` (of instance_values, correlated by instance id) read by instance."""
+    return statement.with_hint(alias, _PROBE_HINT, "sqlite")
+
+
+class Driver(NamedTuple):
+    """A term as a condition on ONE ``instance_values`` row (``alias`` → predicate, the tag
+    included), so that a search can start from the value indexes. ``access``: "seek" (few
+    rows match: read the value index), "probe" (count first), "scan" (read the attribute's
+    values in entity order)."""
+
+    where: Callable[[Any], ColumnElement[bool]]
+    access: Access
 
 
 class Compiled(NamedTuple):
     """``where``: predicate on the instance (``None``: nothing pushed down); ``exact``: no
-    Python re-check needed; ``tag``: the indexed attribute it reads."""
+    Python re-check needed; ``tag``: the indexed attribute it reads; ``driver``: the term as a
+    condition on one value row (exact terms without ``with_irregular`` only)."""
 
     where: ColumnElement[bool] | None
     exact: bool
     tag: int | None = None
+    driver: Driver | None = None
 
 
 _NOT_PUSHED = Compiled(None, False)
@@ -72,17 +96,31 @@ def compile_term(
     compiled = compiler.compile(matcher, term.vr, tag, instance_id)
     if compiled is None:
         return _NOT_PUSHED
-    where, exact = compiled
+    where, exact, driver = compiled
     if with_irregular:
         v = instance_values.alias()
-        irregular = exists(select(1).where(v.c.instance_id == instance_id, v.c.tag == tag, v.c.irregular == true()))
-        where = or_(where, irregular)
-    return Compiled(where, exact, tag)
+        irregular = select(1).where(v.c.instance_id == instance_id, v.c.tag == tag, v.c.irregular == true())
+        where = or_(where, exists(probe_hint(irregular, v)))
+        driver = None
+    if not exact:
+        driver = None
+    return Compiled(where, exact, tag, driver)
 
 
 def _values_exist(tag: int, instance_id: ColumnElement[Any], build: Any) -> ColumnElement[bool]:
     v = instance_values.alias()
-    return exists(select(1).where(v.c.instance_id == instance_id, v.c.tag == tag, build(v)))
+    return exists(probe_hint(select(1).where(v.c.instance_id == instance_id, v.c.tag == tag, build(v)), v))
+
+
+def _driver(tag: int, build: Callable[[Any], ColumnElement[bool]], access: Access) -> Driver:
+    return Driver(lambda v: and_(v.c.tag == tag, build(v)), access)
+
+
+def _pattern_access(tokens: Pattern) -> Access:
+    return "probe" if tokens and isinstance(tokens[0], str) else "scan"
+
+
+_Result = tuple[ColumnElement[bool], bool, Driver | None]
 
 
 class _ValueTerm:
@@ -91,9 +129,7 @@ class _ValueTerm:
     def __init__(self, kind: Kind) -> None:
         self.kind = kind
 
-    def compile(
-        self, matcher: object, vr: str, tag: int, instance_id: ColumnElement[Any]
-    ) -> tuple[ColumnElement[bool], bool] | None:
+    def compile(self, matcher: object, vr: str, tag: int, instance_id: ColumnElement[Any]) -> _Result | None:
         if isinstance(matcher, SingleValue):
             if vr in NUMERIC_VRS:  # compared as numbers: "+7" and "007" match 7
                 key = number_key(matcher.value)
@@ -102,13 +138,21 @@ class _ValueTerm:
             else:
                 key = matcher.value.strip(" ")  # trailing/leading padding is insignificant
             if key is None:
-                return false(), True
-            return _values_exist(tag, instance_id, lambda v: v.c.value_key == key), True
+                return false(), True, None
+
+            def equal(v: Any) -> ColumnElement[bool]:
+                return v.c.value_key == key  # type: ignore[no-any-return]
+
+            return _values_exist(tag, instance_id, equal), True, _driver(tag, equal, "seek")
         if isinstance(matcher, UidList):
             if vr != "UI":
                 return None
             uids = list(matcher.uids)
-            return _values_exist(tag, instance_id, lambda v: v.c.value_key.in_(uids)), True
+
+            def listed(v: Any) -> ColumnElement[bool]:
+                return v.c.value_key.in_(uids)  # type: ignore[no-any-return]
+
+            return _values_exist(tag, instance_id, listed), True, _driver(tag, listed, "seek")
         if isinstance(matcher, RangeMatch):
             if vr not in DATE_TIME_VRS:
                 return None
@@ -122,10 +166,14 @@ class _ValueTerm:
                     bounds.append(v.c.value_key <= high)
                 return and_(*bounds)
 
-            return _values_exist(tag, instance_id, in_range), True
+            return _values_exist(tag, instance_id, in_range), True, _driver(tag, in_range, "probe")
         if isinstance(matcher, Wildcard):
             tokens = parse_wildcard(matcher.pattern)
-            return _values_exist(tag, instance_id, lambda v: matches_pattern(self.kind, v.c.value, tokens)), True
+
+            def matches(v: Any) -> ColumnElement[bool]:
+                return matches_pattern(self.kind, v.c.value, tokens)
+
+            return _values_exist(tag, instance_id, matches), True, _driver(tag, matches, _pattern_access(tokens))
         return None
 
 
@@ -136,23 +184,28 @@ class _PnTerm:
         self.kind = kind
         self.fuzzy = fuzzy
 
-    def compile(
-        self, matcher: object, vr: str, tag: int, instance_id: ColumnElement[Any]
-    ) -> tuple[ColumnElement[bool], bool] | None:
+    def compile(self, matcher: object, vr: str, tag: int, instance_id: ColumnElement[Any]) -> _Result | None:
         if isinstance(matcher, SingleValue):
             query, wildcard = matcher.value, False
         elif isinstance(matcher, Wildcard):
             query, wildcard = matcher.pattern, True
         else:
-            return false(), True  # UID lists and ranges never match a PN
+            return false(), True, None  # UID lists and ranges never match a PN
         if "=" not in query:  # any group of any value may match
             v = instance_values.alias()
             where, exact = self._group(v, query, wildcard)
-            return exists(select(1).where(v.c.instance_id == instance_id, v.c.tag == tag, where)), exact
+            probe = probe_hint(select(1).where(v.c.instance_id == instance_id, v.c.tag == tag, where), v)
+
+            def group(alias: Any) -> ColumnElement[bool]:
+                return self._group(alias, query, wildcard)[0]
+
+            folded = fold(pn_strip(query), self.fuzzy)
+            access: Access = "scan" if self.fuzzy else _pattern_access(parse_wildcard(folded)) if wildcard else "seek"
+            return exists(probe), exact, _driver(tag, group, access)
         wanted = (query.split("=") + ["", ""])[:3]
         pairs = [(grp, text) for grp, text in enumerate(wanted) if text]
         if not pairs:
-            return false(), True
+            return false(), True, None
         # Every non-empty wanted group must match its group of the SAME value.
         aliases = [instance_values.alias() for _ in pairs]
         exact = True
@@ -171,9 +224,9 @@ class _PnTerm:
                 conditions[index],
                 *([inner] if inner is not None else []),
             )
-            inner = exists(select(1).where(clause))
+            inner = exists(probe_hint(select(1).where(clause), alias))
         outer = and_(first.c.instance_id == instance_id, conditions[0], *([inner] if inner is not None else []))
-        return exists(select(1).where(outer)), exact
+        return exists(probe_hint(select(1).where(outer), first)), exact, None
 
     def _group(self, v: Any, raw: str, wildcard: bool) -> tuple[ColumnElement[bool], bool]:
         """One group's predicate on alias ``v`` (``_pn_group_matches`` of matching.py)."""

@@ -15,7 +15,7 @@ from typing import Any, Final, Literal, TypeVar
 
 import anyio
 import msgspec
-from sqlalchemy import ColumnElement, Row, delete, func, insert, select, true, tuple_, update
+from sqlalchemy import ColumnElement, Row, bindparam, delete, func, insert, select, true, tuple_, update
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -112,10 +112,11 @@ class SqlIndex:
             last = ids[-1]
 
     async def _reindex_batch(self, conn: AsyncConnection, *, ids: list[int]) -> None:
-        rows = (await conn.execute(select(instances.c.id, instances.c.metadata).where(instances.c.id.in_(ids)))).all()
+        statement = select(instances.c.id, instances.c.study_id, instances.c.series_id, instances.c.metadata)
+        rows = (await conn.execute(statement.where(instances.c.id.in_(ids)))).all()
         await conn.execute(delete(instance_values).where(instance_values.c.instance_id.in_(ids)))
         values = [
-            {**value, "instance_id": row.id}
+            {**value, "instance_id": row.id, "study_id": row.study_id, "series_id": row.series_id}
             for row in rows
             for value in value_rows(_decode(row.metadata), self._indexed)
         ]
@@ -213,90 +214,169 @@ class SqlIndex:
     async def add_many(
         self, records: Sequence[InstanceRecord], /, *, on_existing: Literal["keep", "replace"]
     ) -> list[AddOutcome]:
-        # TODO(group commit): one transaction for the batch.
-        return [await self.add(record, on_existing=on_existing) for record in records]
-
-    async def add(self, record: InstanceRecord, /, *, on_existing: Literal["keep", "replace"]) -> AddOutcome:
+        """Group commit: the whole batch in one transaction, with bulk inserts (module docstring)."""
         if on_existing not in ("keep", "replace"):
             raise ConfigurationError(f"on_existing must be 'keep' or 'replace', not {on_existing!r}")
-        rows = value_rows(record.attributes, self._indexed)
-        return await self._write(lambda conn: self._add(conn, record, on_existing, rows), "adding an instance")
+        if not records:
+            return []
+        values = [value_rows(record.attributes, self._indexed) for record in records]
+        return await self._write(
+            lambda conn: self._add_many(conn, records, on_existing, values),
+            "adding instances" if len(records) > 1 else "adding an instance",
+        )
 
-    async def _add(
+    async def add(self, record: InstanceRecord, /, *, on_existing: Literal["keep", "replace"]) -> AddOutcome:
+        return (await self.add_many([record], on_existing=on_existing))[0]
+
+    async def _add_many(
         self,
         conn: AsyncConnection,
-        record: InstanceRecord,
+        records: Sequence[InstanceRecord],
         on_existing: Literal["keep", "replace"],
-        values: list[dict[str, Any]],
-    ) -> AddOutcome:
-        # Lock only the instance row: the join's study/series rows are locked in study-first
-        # order below, like every other writer does (no lock-order deadlocks).
-        lock = select(instances.c.id).where(instances.c.instance_uid == record.instance_uid).with_for_update()
-        locked = await conn.scalar(lock)
-        existing = None
-        if locked is not None:
-            existing = (await conn.execute(_record_select().where(instances.c.id == locked))).first()
-        previous = None if existing is None else _record(existing)
-        if existing is not None:
-            if on_existing == "keep":
-                return AddOutcome(stored=False, previous=previous)
-            await self._delete(conn, [instances.c.id == existing.id])  # replace: one transaction
+        values: list[list[dict[str, Any]]],
+    ) -> list[AddOutcome]:
+        # 1. What is stored already. Lock only the instance rows: the study/series rows are
+        # locked in study-id order below, like every other writer does.
+        uids = sorted({record.instance_uid for record in records})
+        lock = select(instances.c.id).where(instances.c.instance_uid.in_(uids)).with_for_update()
+        locked = await _scalars(conn, statement=lock)
+        stored: dict[str, tuple[int, InstanceRecord]] = {}
+        if locked:
+            for found_row in await conn.execute(_record_select().where(instances.c.id.in_(locked))):
+                stored[found_row.instance_uid] = (int(found_row.id), _record(found_row))
+        # 2. Each record in order, as sequential adds would do: a later record sees an earlier
+        # one of the batch as existing. ``pending`` is what gets inserted, in insertion order.
+        outcomes: list[AddOutcome] = []
+        pending: dict[str, int] = {}  # instance UID -> position in records
+        doomed: list[int] = []  # stored instances replaced
+        for position, record in enumerate(records):
+            uid = record.instance_uid
+            previous: InstanceRecord | None = None
+            if uid in pending:
+                previous = records[pending[uid]]
+            elif uid in stored:
+                previous = stored[uid][1]
+            if previous is not None:
+                if on_existing == "keep":
+                    outcomes.append(AddOutcome(stored=False, previous=previous))
+                    continue
+                if uid in pending:
+                    del pending[uid]  # replaced before it was ever written
+                else:
+                    doomed.append(stored.pop(uid)[0])
+            pending[uid] = position
+            outcomes.append(AddOutcome(stored=True, previous=previous))
+        if doomed:  # replace: delete then insert, in one transaction
+            await self._delete(conn, [instances.c.id.in_(doomed)])
+        if not pending:
+            return outcomes
+        batch = [records[position] for position in pending.values()]
+        batch_values = [values[position] for position in pending.values()]
 
-        study_id = await self._lock_study(conn, record.study_uid)
-        series_id = await conn.scalar(
-            select(series.c.id).where(series.c.study_id == study_id, series.c.series_uid == record.series_uid)
-        )
-        new_series = series_id is None
-        if series_id is None:  # the study row lock makes this select-then-insert race free
-            result = await conn.execute(
-                insert(series).values(study_id=study_id, series_uid=record.series_uid, num_instances=0)
+        # 3. Studies: created if missing, then locked (in id order) until commit.
+        # (first-appearance order: new rows get ids in insertion order, the stable order)
+        study_uids = list(dict.fromkeys(record.study_uid for record in batch))
+        study_ids = await self._lock_studies(conn, study_uids)
+        # 4. Series: the study locks make this select-then-insert race free.
+        wanted = dict.fromkeys((study_ids[record.study_uid], record.series_uid) for record in batch)
+        series_ids = await self._series_ids(conn, set(wanted))
+        new_series = [key for key in wanted if key not in series_ids]
+        if new_series:
+            await conn.execute(
+                insert(series),
+                [{"study_id": study, "series_uid": uid, "num_instances": 0} for study, uid in new_series],
             )
-            series_id = _new_id(result)
-        result = await conn.execute(
-            insert(instances).values(
-                study_id=study_id,
-                series_id=series_id,
-                instance_uid=record.instance_uid,
-                sop_class_uid=record.sop_class_uid,
-                transfer_syntax_uid=record.transfer_syntax_uid,
-                blob_key=record.blob_key,
-                size=record.size,
-                metadata=bytes(record.metadata),
+            series_ids.update(await self._series_ids(conn, set(new_series)))
+        # 5. Instances (ids in batch order, the stable order), then their values.
+        rows: list[dict[str, Any]] = []
+        for record in batch:
+            study_id = study_ids[record.study_uid]
+            rows.append(
+                {
+                    "study_id": study_id,
+                    "series_id": series_ids[(study_id, record.series_uid)],
+                    "instance_uid": record.instance_uid,
+                    "sop_class_uid": record.sop_class_uid,
+                    "transfer_syntax_uid": record.transfer_syntax_uid,
+                    "blob_key": record.blob_key,
+                    "size": record.size,
+                    "metadata": bytes(record.metadata),
+                }
             )
-        )
-        instance_id = _new_id(result)
-        if values:
-            await conn.execute(insert(instance_values), [{**value, "instance_id": instance_id} for value in values])
-        # The newest instance is the representative: its values become the summary columns.
+        if len(rows) == 1:
+            instance_ids = {batch[0].instance_uid: _new_id(await conn.execute(insert(instances).values(**rows[0])))}
+        else:
+            await conn.execute(insert(instances), rows)
+            found = await conn.execute(
+                select(instances.c.instance_uid, instances.c.id).where(
+                    instances.c.instance_uid.in_([record.instance_uid for record in batch])
+                )
+            )
+            instance_ids = {row.instance_uid: int(row.id) for row in found}
+        value_params = [
+            {
+                **value,
+                "instance_id": instance_ids[record.instance_uid],
+                "study_id": new["study_id"],
+                "series_id": new["series_id"],
+            }
+            for record, new, record_values in zip(batch, rows, batch_values, strict=True)
+            for value in record_values
+        ]
+        if value_params:
+            await conn.execute(insert(instance_values), value_params)
+        # 6. Counters once per series/study; the newest instance is the representative.
+        series_updates: dict[int, dict[str, Any]] = {}
+        study_updates: dict[int, dict[str, Any]] = {}
+        for record, new in zip(batch, rows, strict=True):
+            one = series_updates.setdefault(new["series_id"], {"b_id": new["series_id"], "b_count": 0})
+            one["b_count"] += 1
+            one["b_record"] = record
+            study = study_updates.setdefault(new["study_id"], {"b_id": new["study_id"], "b_count": 0, "b_series": 0})
+            study["b_count"] += 1
+            study["b_record"] = record
+        for study_id, _uid in new_series:
+            study_updates[study_id]["b_series"] += 1
         await conn.execute(
-            update(series)
-            .where(series.c.id == series_id)
-            .values(num_instances=series.c.num_instances + 1, **representative(record.attributes, SERIES_COLUMNS))
+            _COUNT_SERIES, [_representative_params(params, SERIES_COLUMNS) for params in series_updates.values()]
         )
         await conn.execute(
-            update(studies)
-            .where(studies.c.id == study_id)
-            .values(
-                num_instances=studies.c.num_instances + 1,
-                num_series=studies.c.num_series + (1 if new_series else 0),
-                **representative(record.attributes, STUDY_COLUMNS),
-            )
+            _COUNT_STUDIES, [_representative_params(params, STUDY_COLUMNS) for params in study_updates.values()]
         )
-        return AddOutcome(stored=True, previous=previous)
+        return outcomes
 
-    async def _lock_study(self, conn: AsyncConnection, study_uid: str) -> int:
-        """The study's id, its row created if missing and locked until commit."""
-        statement = select(studies.c.id).where(studies.c.study_uid == study_uid).with_for_update()
-        study_id = await conn.scalar(statement)
-        if study_id is None:
+    async def _series_ids(self, conn: AsyncConnection, keys: set[tuple[int, str]]) -> dict[tuple[int, str], int]:
+        found = await conn.execute(
+            select(series.c.id, series.c.study_id, series.c.series_uid).where(
+                series.c.series_uid.in_(sorted({uid for _study, uid in keys}))
+            )
+        )
+        return {
+            (int(row.study_id), row.series_uid): int(row.id)
+            for row in found
+            if (int(row.study_id), row.series_uid) in keys
+        }
+
+    async def _lock_studies(self, conn: AsyncConnection, study_uids: list[str]) -> dict[str, int]:
+        """The studies' ids, their rows created if missing and locked until commit."""
+        statement = (
+            select(studies.c.id, studies.c.study_uid)
+            .where(studies.c.study_uid.in_(study_uids))
+            .order_by(studies.c.id)
+            .with_for_update()
+        )
+        found = {row.study_uid: int(row.id) for row in await conn.execute(statement)}
+        missing = [uid for uid in study_uids if uid not in found]
+        if missing:
             await conn.execute(
                 insert_ignore(self._kind, studies, ["study_uid"]),
-                {"study_uid": study_uid, "num_series": 0, "num_instances": 0},
+                [{"study_uid": uid, "num_series": 0, "num_instances": 0} for uid in missing],
             )
-            study_id = await conn.scalar(statement)
-        if study_id is None:
-            raise AssertionError(f"study {study_uid} vanished during insert")
-        return int(study_id)
+            found = {row.study_uid: int(row.id) for row in await conn.execute(statement)}
+        for uid in study_uids:
+            if uid not in found:
+                raise AssertionError(f"study {uid} vanished during insert")
+        return found
 
     async def remove(self, scope: ResourceKey, /) -> list[str]:
         return await self._write(lambda conn: self._delete(conn, _scope_filter(scope)), "removing")
@@ -348,6 +428,26 @@ class SqlIndex:
 # --------------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------------
+
+
+def _counter_update(table: Any, columns: dict[str, int]) -> Any:
+    values: dict[str, Any] = {
+        "num_instances": table.c.num_instances + bindparam("b_count"),
+        **{name: bindparam(f"b_{name}") for name in representative({}, columns)},
+    }
+    if table is studies:
+        values["num_series"] = studies.c.num_series + bindparam("b_series")
+    return update(table).where(table.c.id == bindparam("b_id")).values(**values)
+
+
+_COUNT_SERIES: Final = _counter_update(series, SERIES_COLUMNS)
+_COUNT_STUDIES: Final = _counter_update(studies, STUDY_COLUMNS)
+
+
+def _representative_params(params: dict[str, Any], columns: dict[str, int]) -> dict[str, Any]:
+    out = {key: value for key, value in params.items() if key != "b_record"}
+    out.update({f"b_{name}": value for name, value in representative(params["b_record"].attributes, columns).items()})
+    return out
 
 
 def _new_id(result: Any) -> int:

@@ -19,17 +19,26 @@ once released (step 1 creates the tables as they were at version 1).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Final
+from typing import Any, Final
 
 from pydicom.datadict import dictionary_VR
-from sqlalchemy import bindparam, false, select, tuple_, update
+from sqlalchemy import bindparam, false, inspect, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from dicomweb_kit import ConfigurationError
 
 from .dialects import Kind, acquire_schema_lock, insert_ignore, release_schema_lock
 from .extract import MAX_TEXT, NUMERIC_VRS, number_key
-from .schema import instance_values, instances, metadata, schema_version, series, studies
+from .schema import (
+    OLD_VALUE_INDEXES,
+    VALUE_INDEXES,
+    instance_values,
+    instances,
+    metadata,
+    schema_version,
+    series,
+    studies,
+)
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "current_version", "upgrade"]
 
@@ -102,7 +111,63 @@ async def _v2_ordered_number_keys(conn: AsyncConnection, _kind: Kind) -> None:
         last = (rows[-1].instance_id, rows[-1].tag, rows[-1].vidx, rows[-1].grp)
 
 
-MIGRATIONS: Final[list[tuple[int, Step]]] = [(1, _v1_create_tables), (2, _v2_ordered_number_keys)]
+async def _v3_value_entities(conn: AsyncConnection, kind: Kind) -> None:
+    """Copy each value row's study and series ids into ``instance_values`` and replace the
+    ``(tag, value)``/``(tag, value_key)`` indexes by the covering seek/scan indexes of
+    ``schema.VALUE_INDEXES`` (study/series searches read one index instead of probing every
+    instance). Idempotent: a database created at version 3 already has all of it."""
+    table = instance_values.name
+
+    def inspect_table(sync: Any) -> tuple[set[str], set[str]]:
+        inspector = inspect(sync)
+        columns = {column["name"] for column in inspector.get_columns(table)}
+        indexes = {str(index["name"]) for index in inspector.get_indexes(table)}
+        return columns, indexes
+
+    columns, indexes = await conn.run_sync(inspect_table)
+    integer = "INTEGER" if kind == "sqlite" else "BIGINT"
+    for column in ("study_id", "series_id"):
+        if column not in columns:
+            await conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {integer}"))
+    i = instances.name
+    if kind == "postgresql":
+        backfill = (
+            f"UPDATE {table} AS v SET study_id = i.study_id, series_id = i.series_id "
+            f"FROM {i} AS i WHERE i.id = v.instance_id AND v.study_id IS NULL"
+        )
+    elif kind == "mysql":
+        backfill = (
+            f"UPDATE {table} AS v JOIN {i} AS i ON i.id = v.instance_id "
+            "SET v.study_id = i.study_id, v.series_id = i.series_id WHERE v.study_id IS NULL"
+        )
+    else:
+        backfill = (
+            f"UPDATE {table} SET study_id = (SELECT i.study_id FROM {i} AS i WHERE i.id = {table}.instance_id), "
+            f"series_id = (SELECT i.series_id FROM {i} AS i WHERE i.id = {table}.instance_id) "
+            "WHERE study_id IS NULL"
+        )
+    await conn.execute(text(backfill))
+    for name in OLD_VALUE_INDEXES:
+        if name in indexes:
+            await conn.execute(text(f"DROP INDEX {name} ON {table}" if kind == "mysql" else f"DROP INDEX {name}"))
+    defined = {str(index.name): index for index in instance_values.indexes}
+    for name in VALUE_INDEXES:
+        if name not in indexes:
+            await conn.run_sync(defined[name].create)
+    study_sop = next(index for index in instances.indexes if index.name == "dwk_instances_study_sop_class")
+
+    def instance_indexes(sync: Any) -> set[str]:
+        return {str(index["name"]) for index in inspect(sync).get_indexes(instances.name)}
+
+    if study_sop.name not in await conn.run_sync(instance_indexes):
+        await conn.run_sync(study_sop.create)
+
+
+MIGRATIONS: Final[list[tuple[int, Step]]] = [
+    (1, _v1_create_tables),
+    (2, _v2_ordered_number_keys),
+    (3, _v3_value_entities),
+]
 SCHEMA_VERSION: Final = MIGRATIONS[-1][0]
 
 

@@ -44,7 +44,9 @@ from sqlalchemy.types import TypeEngine
 from .extract import MAX_TEXT
 
 __all__ = [
+    "OLD_VALUE_INDEXES",
     "SERIES_COLUMNS",
+    "VALUE_INDEXES",
     "STUDY_COLUMNS",
     "instance_values",
     "instances",
@@ -101,6 +103,21 @@ _PN_FORMS = (
     "patient_name_fuzzy",
 )
 
+# Version 3 indexes of instance_values (all covering for the searches of search.py):
+# * "seek": candidates by value (Single Value, UID list, narrow ranges, wild cards with a prefix);
+# * "scan": one attribute's values in study (series) order, so that a page of the stable order
+#   stops after ``limit`` matching studies (broad ranges, wild cards with a leading ``*``).
+VALUE_INDEXES: Final[dict[str, tuple[str, ...]]] = {
+    "dwk_values_key_seek": ("tag", "value_key", "study_id", "series_id", "instance_id"),
+    "dwk_values_value_seek": ("tag", "value", "study_id", "series_id", "instance_id"),
+    "dwk_values_scan": ("tag", "study_id", "series_id", "instance_id", "value_key", "value"),
+}
+# Version 1-2 indexes that version 3 replaces.
+OLD_VALUE_INDEXES: Final[dict[str, tuple[str, ...]]] = {
+    "dwk_values_value": ("tag", "value"),
+    "dwk_values_key": ("tag", "value_key"),
+}
+
 schema_version = Table(
     "dwk_schema_version",
     metadata,
@@ -152,6 +169,7 @@ instances = Table(
     Index("dwk_instances_order", "study_id", "series_id", "id"),
     Index("dwk_instances_series", "series_id", "id"),
     Index("dwk_instances_sop_class", "sop_class_uid"),
+    Index("dwk_instances_study_sop_class", "study_id", "sop_class_uid"),  # version 3: SOPClassesInStudy
     sqlite_autoincrement=True,
     **_MYSQL,
 )
@@ -166,10 +184,14 @@ instance_values = Table(
     Column("value", _text()),
     Column("value_key", _text()),
     Column("irregular", Boolean, nullable=False, default=False),
+    # The instance's study and series (schema version 3), copied so that a study/series-level
+    # search reads one index of this table instead of probing every instance (search.py).
+    # Nullable only because version 3 added them to existing tables; always written.
+    Column("study_id", _id()),
+    Column("series_id", _id()),
     Index("dwk_values_instance", "instance_id", "tag"),
-    Index("dwk_values_value", "tag", "value"),
-    Index("dwk_values_key", "tag", "value_key"),
     Index("dwk_values_irregular", "irregular", "tag"),
+    *(Index(name, *columns) for name, columns in VALUE_INDEXES.items()),
     **_MYSQL,
 )
 

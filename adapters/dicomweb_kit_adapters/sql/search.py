@@ -86,7 +86,9 @@ async def search(conn: AsyncConnection, query: Query, /, *, kind: Kind, indexed:
     elif checked:
         ids = await _checked_ids(conn, query, kind, indexed, residual, pushed_tags)
     else:
-        ids = await _sql_ids(conn, query, kind, indexed)
+        drive = query.level != Level.INSTANCE and not query.orderby and query.terms
+        driven = await _driven_ids(conn, query, kind, indexed) if drive else None
+        ids = driven if driven is not None else await _sql_ids(conn, query, kind, indexed)
     has_more = query.limit is not None and len(ids) > query.limit
     if has_more:
         ids = ids[: query.limit]
@@ -239,6 +241,57 @@ async def _sql_ids(conn: AsyncConnection, query: Query, kind: Kind, indexed: Map
     return [int(row[0]) for row in (await conn.execute(statement)).all()]
 
 
+_SEEK_ROWS: Final = 1000  # a "probe" driver matching fewer value rows reads the seek index
+
+
+async def _driven_ids(conn: AsyncConnection, query: Query, kind: Kind, indexed: Mapping[int, str]) -> list[int] | None:
+    """Study/series ids of the page (SQL-only terms, stable order), read from the value rows.
+
+    One term drives: its value rows carry their study and series, so the page is either
+    ``GROUP BY study`` over the rows an index seek finds (few matches), or the attribute's
+    rows in study order read until ``limit`` studies matched (many matches); the other terms
+    are probes on the same instance. ``None``: no term can drive (the EXISTS form is used).
+    """
+    d = instance_values.alias("d")
+    compiled = [
+        compile_term(
+            term, kind=kind, indexed=indexed, instance_id=d.c.instance_id, fuzzy=query.fuzzy, with_irregular=False
+        )
+        for term in query.terms
+    ]
+    candidates = [item for item in compiled if item.driver is not None]
+    if not candidates:
+        return None
+    rank = {"seek": 0, "probe": 1, "scan": 2}
+    chosen = min(candidates, key=lambda item: rank[item.driver.access] if item.driver else 3)
+    driver = chosen.driver
+    assert driver is not None
+    access = driver.access
+    if access == "probe":
+        probe = select(literal(1)).select_from(d).where(driver.where(d)).limit(_SEEK_ROWS).subquery()
+        found = await conn.scalar(select(func.count()).select_from(probe))
+        access = "seek" if int(found or 0) < _SEEK_ROWS else "scan"
+    order = [d.c.study_id] if query.level == Level.STUDY else [d.c.study_id, d.c.series_id]
+    statement = select(order[-1]).where(
+        driver.where(d), *(item.where for item in compiled if item is not chosen and item.where is not None)
+    )
+    scope = query.scope
+    if scope.study is not None:
+        statement = statement.where(
+            d.c.study_id == select(studies.c.id).where(studies.c.study_uid == scope.study).scalar_subquery()
+        )
+    if scope.series is not None:
+        statement = statement.where(d.c.series_id.in_(select(series.c.id).where(series.c.series_uid == scope.series)))
+    statement = statement.group_by(*order).order_by(*order)
+    if access == "scan":
+        statement = statement.with_hint(d, "INDEXED BY dwk_values_scan", "sqlite")
+    if query.offset:
+        statement = statement.offset(query.offset)
+    if query.limit is not None:
+        statement = statement.limit(query.limit + 1)
+    return [int(row[0]) for row in (await conn.execute(statement)).all()]
+
+
 async def _any(conn: AsyncConnection, query: Query, kind: Kind, indexed: Mapping[int, str]) -> bool:
     """``limit=0``: is there any row past ``offset``? (``has_more`` of an empty page)."""
     probe = msgspec.structs.replace(query, limit=1)
@@ -310,7 +363,6 @@ async def _checked_ids(
 async def _build_rows(conn: AsyncConnection, level: Level, ids: list[int]) -> list[MatchRow]:
     if not ids:
         return []
-    newest_in_study = select(func.max(instances.c.id)).where(instances.c.study_id == studies.c.id).scalar_subquery()
     if level == Level.STUDY:
         statement = select(
             studies.c.id.label("entity"),
@@ -319,12 +371,8 @@ async def _build_rows(conn: AsyncConnection, level: Level, ids: list[int]) -> li
             studies.c.num_series,
             studies.c.num_instances.label("study_instances"),
             literal(0).label("series_instances"),
-            newest_in_study.label("rep"),
         ).where(studies.c.id.in_(ids))
     elif level == Level.SERIES:
-        newest_in_series = (
-            select(func.max(instances.c.id)).where(instances.c.series_id == series.c.id).scalar_subquery()
-        )
         statement = (
             select(
                 series.c.id.label("entity"),
@@ -334,7 +382,6 @@ async def _build_rows(conn: AsyncConnection, level: Level, ids: list[int]) -> li
                 studies.c.num_series,
                 studies.c.num_instances.label("study_instances"),
                 series.c.num_instances.label("series_instances"),
-                newest_in_series.label("rep"),
             )
             .select_from(series.join(studies, studies.c.id == series.c.study_id))
             .where(series.c.id.in_(ids))
@@ -361,11 +408,18 @@ async def _build_rows(conn: AsyncConnection, level: Level, ids: list[int]) -> li
         )
     found = {row.entity: row for row in (await conn.execute(statement)).all()}
     rows = [found[entity] for entity in ids if entity in found]
+    reps: dict[int, int]
+    if level == Level.INSTANCE:
+        reps = {int(row.entity): int(row.entity) for row in rows}
+    else:  # the newest instance of each entity, in one grouped read of an (entity, id) index
+        link = instances.c.study_id if level == Level.STUDY else instances.c.series_id
+        newest = select(link, func.max(instances.c.id)).where(link.in_(list(found))).group_by(link)
+        reps = {int(row[0]): int(row[1]) for row in await conn.execute(newest)}
     study_ids = sorted({row.study_id for row in rows})
     metadata = {
         row.id: _decode(row.metadata)
         for row in await conn.execute(
-            select(instances.c.id, instances.c.metadata).where(instances.c.id.in_([row.rep for row in rows]))
+            select(instances.c.id, instances.c.metadata).where(instances.c.id.in_(list(reps.values())))
         )
     }
     modalities = await _modalities(conn, study_ids)
@@ -386,7 +440,7 @@ async def _build_rows(conn: AsyncConnection, level: Level, ids: list[int]) -> li
             MatchRow(
                 level=level,
                 key=key,
-                attributes=metadata.get(row.rep, {}),
+                attributes=metadata.get(reps.get(int(row.entity), -1), {}),
                 study_series=int(row.num_series),
                 study_instances=int(row.study_instances),
                 series_instances=int(row.series_instances),
@@ -399,18 +453,24 @@ async def _build_rows(conn: AsyncConnection, level: Level, ids: list[int]) -> li
 
 async def _modalities(conn: AsyncConnection, study_ids: list[int]) -> dict[int, set[str]]:
     """Distinct Modality values per study, from the match values (metadata for irregular ones)."""
+    v = instance_values.alias("m")
+    # Read from the covering scan index (tag, study, series, instance, value_key, value): only
+    # irregular rows have no value (extract.py), and only they need their instance.
     statement = (
-        select(instances.c.study_id, instances.c.id, instance_values.c.value, instance_values.c.irregular)
-        .select_from(instance_values.join(instances, instances.c.id == instance_values.c.instance_id))
-        .where(instance_values.c.tag == _MODALITY, instances.c.study_id.in_(study_ids))
+        select(v.c.study_id, v.c.value)
+        .distinct()
+        .where(v.c.tag == _MODALITY, v.c.study_id.in_(study_ids))
+        .with_hint(v, "INDEXED BY dwk_values_scan", "sqlite")
     )
     out: dict[int, set[str]] = {}
     irregular: dict[int, int] = {}
-    for row in await conn.execute(statement):
-        if row.irregular:
-            irregular[row.id] = row.study_id
-        elif row.value is not None:
-            out.setdefault(row.study_id, set()).add(row.value)
+    if any(row.value is None for row in await _collect(conn, statement, out)):
+        found = await conn.execute(
+            select(v.c.instance_id, v.c.study_id).where(
+                v.c.tag == _MODALITY, v.c.study_id.in_(study_ids), v.c.value.is_(None)
+            )
+        )
+        irregular = {int(row.instance_id): int(row.study_id) for row in found}
     if irregular:
         found = await conn.execute(
             select(instances.c.id, instances.c.metadata).where(instances.c.id.in_(list(irregular)))
@@ -422,3 +482,11 @@ async def _modalities(conn: AsyncConnection, study_ids: list[int]) -> dict[int, 
                 if isinstance(value, str):
                     out.setdefault(irregular[item.id], set()).add(value)
     return out
+
+
+async def _collect(conn: AsyncConnection, statement: Any, out: dict[int, set[str]]) -> list[Any]:
+    rows = (await conn.execute(statement)).all()
+    for row in rows:
+        if row.value is not None:
+            out.setdefault(int(row.study_id), set()).add(row.value)
+    return list(rows)
