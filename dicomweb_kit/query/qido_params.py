@@ -374,6 +374,9 @@ def parse_qido(
         term_count += 1
         if term_count > max_terms:
             raise InvalidQuery(f"Query parameter {_shown(name)}: more than {max_terms} match keys")
+        if "\x00" in value:
+            # PS3.5 §6.1.2: NUL is not a character of any DICOM string value, so nothing could match.
+            raise InvalidQuery(f"Query parameter {_shown(name)}: the value contains a NUL character")
         parts = name.split(".")
         path: list[tuple[int, str]] = [resolve_attribute(part, param=name) for part in parts]
         for tag, vr in path[:-1]:

@@ -370,3 +370,8 @@ def test_an_empty_parameter_name_is_no_attribute() -> None:
     # pydicom's dictionary has keyword-less entries; "" must not resolve to one of them.
     with pytest.raises(InvalidQuery, match="not a known DICOM attribute"):
         parse_qido([("", "5")], Level.STUDY, ROOT)
+
+
+def test_a_nul_character_in_a_value_is_rejected() -> None:
+    with pytest.raises(InvalidQuery, match="PatientName.*NUL"):
+        parse_qido([("PatientName", "*\x00*")], Level.STUDY, ResourceKey())
