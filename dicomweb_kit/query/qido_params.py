@@ -84,7 +84,10 @@ COMPUTED_ATTRIBUTES: Final[frozenset[int]] = frozenset(
     }
 )
 
-_RESERVED = frozenset({"includefield", "fuzzymatching", "limit", "offset", "orderby", "accept", "charset"})
+# PS3.18 §8.3.4: emptyvaluematching and multiplevaluematching are optional for the origin
+# server; we accept them and, when asked for, say with a Warning that they were not performed.
+_FLAGS = ("fuzzymatching", "emptyvaluematching", "multiplevaluematching")
+_RESERVED = frozenset({"includefield", "limit", "offset", "orderby", "accept", "charset", *_FLAGS})
 _HEX_TAG = re.compile(r"[0-9A-Fa-f]{8}")
 _BINARY_VRS = frozenset({"OB", "OW", "OF", "OD", "OL", "OV", "UN"})
 _INT_VRS = frozenset({"IS", "US", "SS", "UL", "SL", "UV", "SV"})
@@ -365,7 +368,7 @@ def parse_qido(
                 includefield.append(value)
             elif reserved == "orderby":
                 orderby.append(value)
-            elif reserved in ("limit", "offset", "fuzzymatching"):
+            elif reserved in ("limit", "offset", *_FLAGS):
                 if reserved in singles:
                     raise InvalidQuery(f"Query parameter {_shown(name)} is given more than once")
                 singles[reserved] = value
@@ -412,13 +415,7 @@ def parse_qido(
         if roots[tag].children:
             roots[tag].matcher = None
 
-    fuzzy = False
-    if "fuzzymatching" in singles:
-        text = singles["fuzzymatching"].strip().lower()
-        if text not in ("true", "false"):
-            shown = _shown(singles["fuzzymatching"])
-            raise InvalidQuery(f"Query parameter 'fuzzymatching': {shown} is not true or false")
-        fuzzy = text == "true"
+    flags = {flag: _flag(flag, singles[flag]) for flag in _FLAGS if flag in singles}
     limit = min(_non_negative("limit", singles["limit"]), max_limit) if "limit" in singles else default_limit
     limit = min(limit, max_limit)
     offset = _non_negative("offset", singles["offset"]) if "offset" in singles else 0
@@ -428,8 +425,16 @@ def parse_qido(
         scope=scope,
         terms=_terms(roots),
         includefield=_includefield("includefield", includefield),
-        fuzzy=fuzzy,
+        fuzzy=flags.get("fuzzymatching", False),
         limit=limit,
         offset=offset,
         orderby=_orderby("orderby", orderby),
+        not_performed=tuple(flag for flag in _FLAGS[1:] if flags.get(flag)),
     )
+
+
+def _flag(name: str, value: str) -> bool:
+    text = value.strip().lower()
+    if text not in ("true", "false"):
+        raise InvalidQuery(f"Query parameter {name!r}: {_shown(value)} is not true or false")
+    return text == "true"

@@ -128,6 +128,9 @@ class Query(msgspec.Struct, frozen=True):
         offset: skip this many rows of the result order (see above).
         orderby: sort keys, most significant first (``orderby=-StudyDate,PatientName``), at most
             :data:`MAX_ORDER_KEYS`; empty: the stable order alone.
+        not_performed: optional matching the client asked for that is not performed
+            (``emptyvaluematching``, ``multiplevaluematching``, PS3.18 §8.3.4.5-6); the response
+            says so in a Warning header.
     """
 
     level: Level
@@ -138,3 +141,4 @@ class Query(msgspec.Struct, frozen=True):
     limit: int | None = None
     offset: int = 0
     orderby: tuple[OrderKey, ...] = ()
+    not_performed: tuple[str, ...] = ()

@@ -22,6 +22,7 @@ class SearchResult(msgspec.Struct, frozen=True):
 
     results: list[dict[str, Any]]
     has_more: bool
+    not_performed: tuple[str, ...] = ()
 
 
 async def search(
@@ -45,4 +46,4 @@ async def search(
     )
     page = await kit.index.search(query)
     results = [result_attributes(row, query, retrieve_url=f"{service_url}/{row.key.path()}") for row in page.rows]
-    return SearchResult(results, page.has_more)
+    return SearchResult(results, page.has_more, query.not_performed)

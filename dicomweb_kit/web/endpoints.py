@@ -107,19 +107,21 @@ class Endpoints:
             """QIDO-RS, PS3.18 §10.6."""
             choice = negotiate(request.headers.get("accept"), LIST_OFFERS, accept_param=_accept_param(request))
             result = await qido.search(
-                self.kit,
-                level,
-                _scope(request),
-                request.query_params.multi_items(),
-                service_url=service_url(request),
+                self.kit, level, _scope(request), request.query_params.multi_items(), service_url=service_url(request)
             )
-            headers = {}
+            base = service_url(request)
+            warnings = []
             if result.has_more:
                 # PS3.18 §8.3.4.4 / §10.6.3.2: say that the result was truncated.
-                headers["Warning"] = (
-                    '299 dicomweb-kit "The number of results exceeded the maximum supported by the server.'
-                    ' Additional results can be requested."'
+                warnings.append(
+                    "The number of results exceeded the maximum supported by the server."
+                    " Additional results can be requested."
                 )
+            for name in result.not_performed:  # PS3.18 §8.3.4.5-6
+                kind = name.removesuffix("valuematching").capitalize()
+                warnings.append(f"The {name} parameter is not supported. {kind} Value Matching has not been performed.")
+            # RFC 7234 §5.5: several warnings go comma-separated in one header.
+            headers = {"Warning": ", ".join(f"299 {base}: {text}" for text in warnings)} if warnings else {}
             return datasets_response(result.results, choice, headers=headers)
 
         return handler

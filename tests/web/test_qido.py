@@ -180,3 +180,15 @@ async def test_sequence_matching(client: httpx.AsyncClient) -> None:
     assert uids(r.json(), "0020000E") == [wanted.SeriesInstanceUID]
     r = await client.get("/series", params={"00400275.00401001": "RP-8"})  # by tags
     assert uids(r.json(), "0020000E") == [other.SeriesInstanceUID]
+
+
+async def test_optional_matching_not_performed_is_said_in_a_warning(client: httpx.AsyncClient, archive: list) -> None:
+    r = await client.get("/studies", params={"multiplevaluematching": "true", "emptyvaluematching": "true"})
+    assert r.status_code == 200
+    warning = r.headers["warning"]
+    assert "299 http://testserver/dicom-web: The multiplevaluematching parameter is not supported." in warning
+    assert "Multiple Value Matching has not been performed." in warning
+    assert "Empty Value Matching has not been performed." in warning
+    plain = await client.get("/studies", params={"multiplevaluematching": "false"})
+    assert "warning" not in plain.headers
+    assert (await client.get("/studies", params={"emptyvaluematching": "maybe"})).status_code == 400
