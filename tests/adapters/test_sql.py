@@ -519,9 +519,9 @@ async def test_orderby_in_sql_and_from_metadata(index: SqlIndex, monkeypatch: py
     in_python: list[Any] = []
     real = search._ordered_in_python
 
-    async def spy(*args: Any) -> list[int]:
+    def spy(*args: Any) -> list[int]:
         in_python.append(args[3])
-        return await real(*args)
+        return real(*args)
 
     monkeypatch.setattr(search, "_ordered_in_python", spy)
     cases = [

@@ -11,11 +11,14 @@ import re
 from collections.abc import Sequence
 from typing import Any, Final, Literal
 
+import sqlalchemy
 from sqlalchemy import ColumnElement, event, make_url
 from sqlalchemy.dialects import mysql, postgresql, sqlite
-from sqlalchemy.engine import URL
+from sqlalchemy.dialects.sqlite.base import SQLiteCompiler
+from sqlalchemy.engine import URL, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import QueuePool
 from sqlalchemy.sql.dml import Insert
 from sqlalchemy.sql.schema import Table
 
@@ -26,6 +29,7 @@ __all__ = [
     "Pattern",
     "acquire_schema_lock",
     "create_engine",
+    "create_sync_engine",
     "insert_ignore",
     "is_retryable",
     "kind_of",
@@ -48,6 +52,7 @@ _DRIVERS: Final[dict[str, tuple[Kind, str]]] = {
 }
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 SQLITE_BUSY_TIMEOUT_MS: Final = 30_000
+SQLITE_POOL: Final = 8
 
 
 def _resolve(url: str) -> tuple[Kind, URL]:
@@ -88,8 +93,16 @@ def create_engine(url: str, *, schema: str | None, echo: bool) -> tuple[Kind, As
         options["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
     elif kind == "postgresql":
         options["isolation_level"] = "READ COMMITTED"
+        # asyncpg prepares every statement. PostgreSQL plans its first five runs for their
+        # parameters ("custom" plans), then usually settles on the generic plan. For the QIDO
+        # drivers the custom plan of a scan (``PatientName=*PATCH*``: walk the (tag, study)
+        # index in study order until the page is full) estimates the LIKE selectivity and
+        # reads and sorts every match instead: measured ~100 ms against ~10 ms, on every new
+        # pooled connection's first runs (the p95). Generic plans from the first run.
+        settings = {"plan_cache_mode": "force_generic_plan"}
         if schema is not None:
-            options["connect_args"] = {"server_settings": {"search_path": schema}}
+            settings["search_path"] = schema
+        options["connect_args"] = {"server_settings": settings}
     else:
         options["isolation_level"] = "READ COMMITTED"  # no gap locks on the unique-key upserts
         if schema is not None:
@@ -97,12 +110,46 @@ def create_engine(url: str, *, schema: str | None, echo: bool) -> tuple[Kind, As
         options["pool_recycle"] = 3600
     engine = create_async_engine(parsed, pool_pre_ping=kind != "sqlite", **options)
     if kind == "sqlite":
-        _sqlite_events(engine)
+        _sqlite_events(engine.sync_engine)
     return kind, engine
 
 
-def _sqlite_events(engine: AsyncEngine) -> None:
-    @event.listens_for(engine.sync_engine, "connect")
+def create_sync_engine(url: str, *, echo: bool) -> Engine:
+    """A synchronous engine on the stdlib ``sqlite3`` driver (pysqlite) for ``sqlite://`` ``url``.
+
+    ``SqlIndex`` runs each whole operation on it in one worker thread (see ``SqlIndex._run``).
+    A pool of up to :data:`SQLITE_POOL` connections (plus overflow): WAL lets the readers run
+    in parallel with the one writer. Connections move between worker threads, never used by
+    two at once (the pool hands each to one checkout).
+    """
+    kind, parsed = _resolve(url)
+    if kind != "sqlite":
+        raise ConfigurationError("SqlIndex: the synchronous engine is for SQLite")
+    engine = sqlalchemy.create_engine(
+        parsed.set(drivername="sqlite+pysqlite"),
+        echo=echo,
+        poolclass=QueuePool,
+        pool_size=SQLITE_POOL,
+        max_overflow=2 * SQLITE_POOL,
+        connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
+    )
+    _sqlite_events(engine)
+    return engine
+
+
+class _SQLiteCompiler(SQLiteCompiler):
+    """SQLite's compiler with table hints (``with_hint(t, "INDEXED BY ...", "sqlite")``):
+    SQLAlchemy's own drops them silently, which left the planner free to pick the wrong
+    index (e.g. ModalitiesInStudy scanning every Modality value row)."""
+
+    def get_from_hint_text(self, table: Any, text: str | None) -> str | None:
+        return text
+
+
+def _sqlite_events(engine: Engine) -> None:
+    engine.dialect.statement_compiler = _SQLiteCompiler
+
+    @event.listens_for(engine, "connect")
     def connect(dbapi_connection: Any, _record: Any) -> None:
         # We emit BEGIN ourselves (below); pysqlite's implicit transactions would defer it.
         dbapi_connection.isolation_level = None
@@ -121,7 +168,7 @@ def _sqlite_events(engine: AsyncEngine) -> None:
             cursor.execute(pragma)
         cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(engine, "begin")
     def begin(connection: Any) -> None:
         # Writers take the write lock up front (BEGIN IMMEDIATE): they queue on busy_timeout
         # instead of failing to upgrade a read lock; readers use WAL snapshots.

@@ -16,8 +16,8 @@ from typing import Any, Final, Literal, TypeVar
 import anyio
 import msgspec
 from sqlalchemy import ColumnElement, Row, bindparam, delete, func, insert, select, true, tuple_, update
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from dicomweb_kit import (
     AddOutcome,
@@ -32,7 +32,7 @@ from dicomweb_kit import (
 )
 
 from . import search as _search
-from .dialects import create_engine, insert_ignore, is_retryable
+from .dialects import create_engine, create_sync_engine, insert_ignore, is_retryable
 from .extract import indexed_attributes, representative, value_rows
 from .migrations import SCHEMA_VERSION, upgrade
 from .schema import SERIES_COLUMNS, STUDY_COLUMNS, instance_values, instances, series, studies
@@ -43,6 +43,7 @@ T = TypeVar("T")
 
 _ATTEMPTS: Final = 12
 _BATCH: Final = 500
+_RECORDS_PAGE: Final = 1000  # a 500-instance series in one page, and no empty second one
 
 
 def _decode(data: bytes) -> dict[str, Any]:
@@ -76,6 +77,9 @@ class SqlIndex:
         schema: str | None = None,
     ) -> None:
         self._kind, self._engine = create_engine(url, schema=schema, echo=echo)
+        # SQLite: reads and writes run on a synchronous pysqlite engine in a worker thread
+        # (the aiosqlite engine above only runs the migrations in open()).
+        self._sync: Engine | None = create_sync_engine(url, echo=echo) if self._kind == "sqlite" else None
         self._indexed = indexed_attributes(extra_indexed)
         self._where = f"{self._kind} index"
         self._schema_version: int | None = None
@@ -95,6 +99,8 @@ class SqlIndex:
         self._schema_version = SCHEMA_VERSION
 
     async def aclose(self) -> None:
+        if self._sync is not None:
+            await anyio.to_thread.run_sync(self._sync.dispose)
         await self._engine.dispose()
 
     async def reindex(self) -> int:
@@ -111,17 +117,17 @@ class SqlIndex:
             done += len(ids)
             last = ids[-1]
 
-    async def _reindex_batch(self, conn: AsyncConnection, *, ids: list[int]) -> None:
+    def _reindex_batch(self, conn: Connection, *, ids: list[int]) -> None:
         statement = select(instances.c.id, instances.c.study_id, instances.c.series_id, instances.c.metadata)
-        rows = (await conn.execute(statement.where(instances.c.id.in_(ids)))).all()
-        await conn.execute(delete(instance_values).where(instance_values.c.instance_id.in_(ids)))
+        rows = (conn.execute(statement.where(instances.c.id.in_(ids)))).all()
+        conn.execute(delete(instance_values).where(instance_values.c.instance_id.in_(ids)))
         values = [
             {**value, "instance_id": row.id, "study_id": row.study_id, "series_id": row.series_id}
             for row in rows
             for value in value_rows(_decode(row.metadata), self._indexed)
         ]
         if values:
-            await conn.execute(insert(instance_values), values)
+            conn.execute(insert(instance_values), values)
 
     # ----------------------------------------------------------------------------------------
     # Transactions and errors
@@ -140,21 +146,21 @@ class SqlIndex:
                 raise StorageUnavailable(f"The {self._where} is unavailable while {doing}: {_reason(err)}") from err
         raise AssertionError("unreachable")
 
-    async def _write(self, work: Callable[[AsyncConnection], Awaitable[T]], doing: str = "writing") -> T:
-        async def once() -> T:
-            async with self._engine.connect() as conn:
-                conn = await conn.execution_options(dwk_write=True)
-                async with conn.begin():
-                    return await work(conn)
+    async def _write(self, work: Callable[[Connection], T], doing: str = "writing") -> T:
+        return await self._guard(partial(self._run, work, write=True), doing)
 
-        return await self._guard(once, doing)
+    async def _read(self, work: Callable[[Connection], T], doing: str = "reading") -> T:
+        return await self._guard(partial(self._run, work, write=False), doing)
 
-    async def _read(self, work: Callable[[AsyncConnection], Awaitable[T]], doing: str = "reading") -> T:
-        async def once() -> T:
-            async with self._engine.connect() as conn, conn.begin():
-                return await work(conn)
-
-        return await self._guard(once, doing)
+    async def _run(self, work: Callable[[Connection], T], *, write: bool) -> T:
+        """One transaction running ``work`` (synchronous SQLAlchemy) in ONE hop: on SQLite a
+        worker thread with a pooled ``sqlite3`` connection (every statement of the operation
+        runs there, no per-statement thread hand-off); on PostgreSQL/MariaDB a greenlet over
+        the asyncio driver (``AsyncConnection.run_sync``)."""
+        if self._sync is not None:
+            return await anyio.to_thread.run_sync(partial(_transaction, self._sync, work, write))
+        async with self._engine.connect() as conn:
+            return await conn.run_sync(partial(_in_transaction, work, write))
 
     # ----------------------------------------------------------------------------------------
     # Reads
@@ -164,14 +170,15 @@ class SqlIndex:
         if key.instance is None:
             return None
 
-        async def work(conn: AsyncConnection) -> InstanceRecord | None:
-            row = (await conn.execute(_record_select().where(*_scope_filter(key)))).first()
+        def work(conn: Connection) -> InstanceRecord | None:
+            row = (conn.execute(_record_select().where(*_scope_filter(key)))).first()
             return None if row is None else _record(row)
 
         return await self._read(work)
 
     async def records(self, scope: ResourceKey, /) -> AsyncIterator[InstanceRecord]:
-        """Keyset pages of :data:`_BATCH` rows in (study, series, instance) insertion order."""
+        """Keyset pages of :data:`_RECORDS_PAGE` rows in (study, series, instance) insertion order
+        (one worker-thread/greenlet hop per page)."""
         last: tuple[int, int, int] | None = None
         while True:
             statement = _record_select().where(*_scope_filter(scope))
@@ -179,23 +186,25 @@ class SqlIndex:
                 statement = statement.where(
                     tuple_(instances.c.study_id, instances.c.series_id, instances.c.id) > tuple_(*last)
                 )
-            statement = statement.order_by(instances.c.study_id, instances.c.series_id, instances.c.id).limit(_BATCH)
+            statement = statement.order_by(instances.c.study_id, instances.c.series_id, instances.c.id).limit(
+                _RECORDS_PAGE
+            )
             rows = await self._read(partial(_rows, statement=statement))
             for row in rows:
                 yield _record(row)
-            if len(rows) < _BATCH:
+            if len(rows) < _RECORDS_PAGE:
                 return
             last = (rows[-1].study_id, rows[-1].series_id, rows[-1].id)
 
     async def summary(self, scope: ResourceKey, /) -> ScopeSummary | None:
         """Count, transfer syntaxes and a version (count and highest insertion id) of ``scope``."""
 
-        async def work(conn: AsyncConnection) -> ScopeSummary | None:
+        def work(conn: Connection) -> ScopeSummary | None:
             where = _scope_filter(scope)
-            count, newest = (await conn.execute(select(func.count(), func.max(instances.c.id)).where(*where))).one()
+            count, newest = (conn.execute(select(func.count(), func.max(instances.c.id)).where(*where))).one()
             if not count:
                 return None
-            syntaxes = await _scalars(conn, statement=select(instances.c.transfer_syntax_uid).distinct().where(*where))
+            syntaxes = _scalars(conn, statement=select(instances.c.transfer_syntax_uid).distinct().where(*where))
             return ScopeSummary(
                 instances=int(count), transfer_syntaxes=tuple(sorted(syntaxes)), version=f"{count}-{newest}"
             )
@@ -228,9 +237,9 @@ class SqlIndex:
     async def add(self, record: InstanceRecord, /, *, on_existing: Literal["keep", "replace"]) -> AddOutcome:
         return (await self.add_many([record], on_existing=on_existing))[0]
 
-    async def _add_many(
+    def _add_many(
         self,
-        conn: AsyncConnection,
+        conn: Connection,
         records: Sequence[InstanceRecord],
         on_existing: Literal["keep", "replace"],
         values: list[list[dict[str, Any]]],
@@ -239,10 +248,10 @@ class SqlIndex:
         # locked in study-id order below, like every other writer does.
         uids = sorted({record.instance_uid for record in records})
         lock = select(instances.c.id).where(instances.c.instance_uid.in_(uids)).with_for_update()
-        locked = await _scalars(conn, statement=lock)
+        locked = _scalars(conn, statement=lock)
         stored: dict[str, tuple[int, InstanceRecord]] = {}
         if locked:
-            for found_row in await conn.execute(_record_select().where(instances.c.id.in_(locked))):
+            for found_row in conn.execute(_record_select().where(instances.c.id.in_(locked))):
                 stored[found_row.instance_uid] = (int(found_row.id), _record(found_row))
         # 2. Each record in order, as sequential adds would do: a later record sees an earlier
         # one of the batch as existing. ``pending`` is what gets inserted, in insertion order.
@@ -267,7 +276,7 @@ class SqlIndex:
             pending[uid] = position
             outcomes.append(AddOutcome(stored=True, previous=previous))
         if doomed:  # replace: delete then insert, in one transaction
-            await self._delete(conn, [instances.c.id.in_(doomed)])
+            self._delete(conn, [instances.c.id.in_(doomed)])
         if not pending:
             return outcomes
         batch = [records[position] for position in pending.values()]
@@ -276,17 +285,17 @@ class SqlIndex:
         # 3. Studies: created if missing, then locked (in id order) until commit.
         # (first-appearance order: new rows get ids in insertion order, the stable order)
         study_uids = list(dict.fromkeys(record.study_uid for record in batch))
-        study_ids = await self._lock_studies(conn, study_uids)
+        study_ids = self._lock_studies(conn, study_uids)
         # 4. Series: the study locks make this select-then-insert race free.
         wanted = dict.fromkeys((study_ids[record.study_uid], record.series_uid) for record in batch)
-        series_ids = await self._series_ids(conn, set(wanted))
+        series_ids = self._series_ids(conn, set(wanted))
         new_series = [key for key in wanted if key not in series_ids]
         if new_series:
-            await conn.execute(
+            conn.execute(
                 insert(series),
                 [{"study_id": study, "series_uid": uid, "num_instances": 0} for study, uid in new_series],
             )
-            series_ids.update(await self._series_ids(conn, set(new_series)))
+            series_ids.update(self._series_ids(conn, set(new_series)))
         # 5. Instances (ids in batch order, the stable order), then their values.
         rows: list[dict[str, Any]] = []
         for record in batch:
@@ -304,10 +313,10 @@ class SqlIndex:
                 }
             )
         if len(rows) == 1:
-            instance_ids = {batch[0].instance_uid: _new_id(await conn.execute(insert(instances).values(**rows[0])))}
+            instance_ids = {batch[0].instance_uid: _new_id(conn.execute(insert(instances).values(**rows[0])))}
         else:
-            await conn.execute(insert(instances), rows)
-            found = await conn.execute(
+            conn.execute(insert(instances), rows)
+            found = conn.execute(
                 select(instances.c.instance_uid, instances.c.id).where(
                     instances.c.instance_uid.in_([record.instance_uid for record in batch])
                 )
@@ -324,7 +333,7 @@ class SqlIndex:
             for value in record_values
         ]
         if value_params:
-            await conn.execute(insert(instance_values), value_params)
+            conn.execute(insert(instance_values), value_params)
         # 6. Counters once per series/study; the newest instance is the representative.
         series_updates: dict[int, dict[str, Any]] = {}
         study_updates: dict[int, dict[str, Any]] = {}
@@ -337,16 +346,16 @@ class SqlIndex:
             study["b_record"] = record
         for study_id, _uid in new_series:
             study_updates[study_id]["b_series"] += 1
-        await conn.execute(
+        conn.execute(
             _COUNT_SERIES, [_representative_params(params, SERIES_COLUMNS) for params in series_updates.values()]
         )
-        await conn.execute(
+        conn.execute(
             _COUNT_STUDIES, [_representative_params(params, STUDY_COLUMNS) for params in study_updates.values()]
         )
         return outcomes
 
-    async def _series_ids(self, conn: AsyncConnection, keys: set[tuple[int, str]]) -> dict[tuple[int, str], int]:
-        found = await conn.execute(
+    def _series_ids(self, conn: Connection, keys: set[tuple[int, str]]) -> dict[tuple[int, str], int]:
+        found = conn.execute(
             select(series.c.id, series.c.study_id, series.c.series_uid).where(
                 series.c.series_uid.in_(sorted({uid for _study, uid in keys}))
             )
@@ -357,7 +366,7 @@ class SqlIndex:
             if (int(row.study_id), row.series_uid) in keys
         }
 
-    async def _lock_studies(self, conn: AsyncConnection, study_uids: list[str]) -> dict[str, int]:
+    def _lock_studies(self, conn: Connection, study_uids: list[str]) -> dict[str, int]:
         """The studies' ids, their rows created if missing and locked until commit."""
         statement = (
             select(studies.c.id, studies.c.study_uid)
@@ -365,14 +374,14 @@ class SqlIndex:
             .order_by(studies.c.id)
             .with_for_update()
         )
-        found = {row.study_uid: int(row.id) for row in await conn.execute(statement)}
+        found = {row.study_uid: int(row.id) for row in conn.execute(statement)}
         missing = [uid for uid in study_uids if uid not in found]
         if missing:
-            await conn.execute(
+            conn.execute(
                 insert_ignore(self._kind, studies, ["study_uid"]),
                 [{"study_uid": uid, "num_series": 0, "num_instances": 0} for uid in missing],
             )
-            found = {row.study_uid: int(row.id) for row in await conn.execute(statement)}
+            found = {row.study_uid: int(row.id) for row in conn.execute(statement)}
         for uid in study_uids:
             if uid not in found:
                 raise AssertionError(f"study {uid} vanished during insert")
@@ -381,48 +390,46 @@ class SqlIndex:
     async def remove(self, scope: ResourceKey, /) -> list[str]:
         return await self._write(lambda conn: self._delete(conn, _scope_filter(scope)), "removing")
 
-    async def _delete(self, conn: AsyncConnection, where: list[ColumnElement[bool]]) -> list[str]:
+    def _delete(self, conn: Connection, where: list[ColumnElement[bool]]) -> list[str]:
         """Delete the instances ``where`` selects; fix counters; drop empty series and studies."""
-        study_ids = await _scalars(conn, statement=select(instances.c.study_id).distinct().where(*where))
+        study_ids = _scalars(conn, statement=select(instances.c.study_id).distinct().where(*where))
         if not study_ids:
             return []
         # Lock the studies first (the order adds use), then read what is really there.
-        await _scalars(
+        _scalars(
             conn,
             statement=select(studies.c.id).where(studies.c.id.in_(study_ids)).order_by(studies.c.id).with_for_update(),
         )
         where = [*where, instances.c.study_id.in_(study_ids)]
-        rows = (await conn.execute(select(instances.c.series_id, instances.c.blob_key).where(*where))).all()
+        rows = (conn.execute(select(instances.c.series_id, instances.c.blob_key).where(*where))).all()
         if not rows:
             return []
         series_ids = sorted({row.series_id for row in rows})
         doomed = select(instances.c.id).where(*where)
-        await conn.execute(delete(instance_values).where(instance_values.c.instance_id.in_(doomed.scalar_subquery())))
-        await conn.execute(delete(instances).where(*where))
+        conn.execute(delete(instance_values).where(instance_values.c.instance_id.in_(doomed.scalar_subquery())))
+        conn.execute(delete(instances).where(*where))
         for series_id in series_ids:
-            await self._refresh(conn, series, series_id, instances.c.series_id, SERIES_COLUMNS)
+            self._refresh(conn, series, series_id, instances.c.series_id, SERIES_COLUMNS)
         for study_id in study_ids:
-            await self._refresh(conn, studies, study_id, instances.c.study_id, STUDY_COLUMNS)
+            self._refresh(conn, studies, study_id, instances.c.study_id, STUDY_COLUMNS)
         return [row.blob_key for row in rows]
 
-    async def _refresh(
-        self, conn: AsyncConnection, table: Any, entity_id: int, link: Any, columns: dict[str, int]
-    ) -> None:
+    def _refresh(self, conn: Connection, table: Any, entity_id: int, link: Any, columns: dict[str, int]) -> None:
         """Recount one series/study from its rows; delete it if empty, else re-pick its representative."""
-        count = await conn.scalar(select(func.count()).select_from(instances).where(link == entity_id))
+        count = conn.scalar(select(func.count()).select_from(instances).where(link == entity_id))
         if not count:
-            await conn.execute(delete(table).where(table.c.id == entity_id))
+            conn.execute(delete(table).where(table.c.id == entity_id))
             return
         values: dict[str, Any] = {"num_instances": count}
         if table is studies:
-            values["num_series"] = await conn.scalar(
+            values["num_series"] = conn.scalar(
                 select(func.count()).select_from(series).where(series.c.study_id == entity_id)
             )
-        newest = await conn.scalar(
+        newest = conn.scalar(
             select(instances.c.metadata).where(link == entity_id).order_by(instances.c.id.desc()).limit(1)
         )
         values.update(representative(_decode(newest or b"{}"), columns))
-        await conn.execute(update(table).where(table.c.id == entity_id).values(**values))
+        conn.execute(update(table).where(table.c.id == entity_id).values(**values))
 
 
 # --------------------------------------------------------------------------------------------
@@ -462,12 +469,24 @@ def _reason(err: BaseException) -> str:
     return text.splitlines()[0][:300] if text else type(err).__name__
 
 
-async def _scalars(conn: AsyncConnection, *, statement: Any) -> list[Any]:
-    return list((await conn.execute(statement)).scalars().all())
+def _transaction(engine: Engine, work: Callable[[Connection], T], write: bool) -> T:
+    with engine.connect() as conn:
+        return _in_transaction(work, write, conn)
 
 
-async def _rows(conn: AsyncConnection, *, statement: Any) -> Sequence[Row[Any]]:
-    return (await conn.execute(statement)).all()
+def _in_transaction(work: Callable[[Connection], T], write: bool, conn: Connection) -> T:
+    if write:
+        conn = conn.execution_options(dwk_write=True)
+    with conn.begin():
+        return work(conn)
+
+
+def _scalars(conn: Connection, *, statement: Any) -> list[Any]:
+    return list((conn.execute(statement)).scalars().all())
+
+
+def _rows(conn: Connection, *, statement: Any) -> Sequence[Row[Any]]:
+    return (conn.execute(statement)).all()
 
 
 def _record_select() -> Any:

@@ -39,8 +39,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import msgspec
-from sqlalchemy import ColumnElement, exists, false, func, literal, select, true, tuple_
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import ColumnElement, exists, false, func, literal, select, true, tuple_, union_all
+from sqlalchemy.engine import Connection
 
 from dicomweb_kit import Level, MatchRow, OrderKey, Page, Query, ResourceKey, Term, instance_matches, sort_key
 
@@ -52,6 +52,12 @@ __all__ = ["search"]
 
 _BATCH: Final = 500
 _MODALITY: Final = 0x00080060
+# Aliases built once (building one sets up its column collection: a visible per-query cost).
+_INNER: Final = instances.alias("i")
+_NEWEST: Final = instances.alias("newest")
+_REPRESENTATIVE: Final = instances.alias("r")
+_DRIVING: Final = instance_values.alias("d")
+_STUDY_VALUES: Final = instance_values.alias("m")
 
 
 def _decode(data: bytes) -> dict[str, Any]:
@@ -59,7 +65,7 @@ def _decode(data: bytes) -> dict[str, Any]:
     return decoded if isinstance(decoded, dict) else {}
 
 
-async def search(conn: AsyncConnection, query: Query, /, *, kind: Kind, indexed: Mapping[int, str]) -> Page:
+def search(conn: Connection, query: Query, /, *, kind: Kind, indexed: Mapping[int, str]) -> Page:
     """The page of entities at ``query.level`` under ``query.scope`` matching ``query.terms``."""
     scope = query.scope
     if query.level == Level.STUDY and (scope.series is not None or scope.instance is not None):
@@ -67,32 +73,32 @@ async def search(conn: AsyncConnection, query: Query, /, *, kind: Kind, indexed:
     if query.level == Level.SERIES and scope.instance is not None:
         return Page([])
     if query.limit == 0:
-        return Page([], has_more=await _any(conn, query, kind, indexed))
+        return Page([], has_more=_any(conn, query, kind, indexed))
 
     residual, pushed_tags = _plan(query, kind, indexed)
-    checked = bool(residual) or bool(pushed_tags and await _has_irregular(conn, pushed_tags))
+    checked = bool(residual) or bool(pushed_tags and _has_irregular(conn, pushed_tags))
     # (exact terms, but some instances hold values SQL cannot compare: residual stays empty
     # and _checked_ids re-checks just those instances against every term)
-    if query.orderby and (checked or not await _orders_in_sql(conn, query.orderby, indexed)):
+    if query.orderby and (checked or not _orders_in_sql(conn, query.orderby, indexed)):
         # Every match in the stable order (which the stable sort keeps for ties), then sorted.
         everything = msgspec.structs.replace(query, offset=0, limit=None, orderby=())
         if checked:
-            ids = await _checked_ids(conn, everything, kind, indexed, residual, pushed_tags)
+            ids = _checked_ids(conn, everything, kind, indexed, residual, pushed_tags)
         else:
-            ids = await _sql_ids(conn, everything, kind, indexed)
-        ids = await _ordered_in_python(conn, query.level, ids, query.orderby)
+            ids = _sql_ids(conn, everything, kind, indexed)
+        ids = _ordered_in_python(conn, query.level, ids, query.orderby)
         end = None if query.limit is None else query.offset + query.limit + 1
         ids = ids[query.offset : end]
     elif checked:
-        ids = await _checked_ids(conn, query, kind, indexed, residual, pushed_tags)
+        ids = _checked_ids(conn, query, kind, indexed, residual, pushed_tags)
     else:
         drive = query.level != Level.INSTANCE and not query.orderby and query.terms
-        driven = await _driven_ids(conn, query, kind, indexed) if drive else None
-        ids = driven if driven is not None else await _sql_ids(conn, query, kind, indexed)
+        driven = _driven_ids(conn, query, kind, indexed) if drive else None
+        ids = driven if driven is not None else _sql_ids(conn, query, kind, indexed)
     has_more = query.limit is not None and len(ids) > query.limit
     if has_more:
         ids = ids[: query.limit]
-    return Page(await _build_rows(conn, query.level, ids), has_more=has_more)
+    return Page(_build_rows(conn, query.level, ids), has_more=has_more)
 
 
 def _plan(query: Query, kind: Kind, indexed: Mapping[int, str]) -> tuple[list[Term], list[int]]:
@@ -123,9 +129,9 @@ def _predicates(
     return out
 
 
-async def _has_irregular(conn: AsyncConnection, tags: list[int]) -> bool:
+def _has_irregular(conn: Connection, tags: list[int]) -> bool:
     statement = select(literal(1)).where(instance_values.c.irregular == true(), instance_values.c.tag.in_(tags))
-    return (await conn.execute(statement.limit(1))).first() is not None
+    return (conn.execute(statement.limit(1))).first() is not None
 
 
 def _scope(scope: ResourceKey) -> list[ColumnElement[bool]]:
@@ -146,7 +152,7 @@ def _entity_select(query: Query, kind: Kind, indexed: Mapping[int, str]) -> Any:
     the sort values as correlated subqueries in a derived table, ordered NULLs last.
     """
     level, scope = query.level, query.scope
-    inner = instances.alias("i")
+    inner = _INNER
     if level == Level.INSTANCE:
         stable: list[Any] = [instances.c.study_id, instances.c.series_id, instances.c.id]
         representative: Any = instances.c.id
@@ -161,7 +167,7 @@ def _entity_select(query: Query, kind: Kind, indexed: Mapping[int, str]) -> Any:
         )
     else:
         predicates = _predicates(query, kind, indexed, inner.c.id, with_irregular=False)
-        newest = instances.alias("newest")
+        newest = _NEWEST
         if level == Level.SERIES:
             stable = [series.c.study_id, series.c.id]
             representative = select(func.max(newest.c.id)).where(newest.c.series_id == series.c.id).correlate(series)
@@ -203,16 +209,14 @@ def _sort_value(key: OrderKey, representative: Any) -> Any:
     return select(v.c.value_key).where(*where, v.c.grp == 0, v.c.value_key != "").scalar_subquery()
 
 
-async def _orders_in_sql(conn: AsyncConnection, orderby: Sequence[OrderKey], indexed: Mapping[int, str]) -> bool:
+def _orders_in_sql(conn: Connection, orderby: Sequence[OrderKey], indexed: Mapping[int, str]) -> bool:
     """Can SQL sort by ``orderby``: every key indexed with its VR, and no irregular value of it?"""
     if any(indexed.get(key.tag) != key.vr for key in orderby):
         return False
-    return not await _has_irregular(conn, [key.tag for key in orderby])
+    return not _has_irregular(conn, [key.tag for key in orderby])
 
 
-async def _ordered_in_python(
-    conn: AsyncConnection, level: Level, ids: list[int], orderby: Sequence[OrderKey]
-) -> list[int]:
+def _ordered_in_python(conn: Connection, level: Level, ids: list[int], orderby: Sequence[OrderKey]) -> list[int]:
     """``ids`` (in the stable order) sorted by the core's :func:`~dicomweb_kit.sort_key` of
     their representative instances' stored metadata."""
     keys: dict[int, tuple[Any, ...]] = {}
@@ -222,29 +226,27 @@ async def _ordered_in_python(
             reps = {entity: entity for entity in chunk}
         else:
             link = instances.c.study_id if level == Level.STUDY else instances.c.series_id
-            found = await conn.execute(select(link, func.max(instances.c.id)).where(link.in_(chunk)).group_by(link))
+            found = conn.execute(select(link, func.max(instances.c.id)).where(link.in_(chunk)).group_by(link))
             reps = {int(row[1]): int(row[0]) for row in found}
-        for row in await conn.execute(
-            select(instances.c.id, instances.c.metadata).where(instances.c.id.in_(list(reps)))
-        ):
+        for row in conn.execute(select(instances.c.id, instances.c.metadata).where(instances.c.id.in_(list(reps)))):
             keys[reps[int(row.id)]] = sort_key(_decode(row.metadata), orderby)
     missing = sort_key({}, orderby)  # an entity gone meanwhile: _build_rows drops it anyway
     return sorted(ids, key=lambda entity: keys.get(entity, missing))
 
 
-async def _sql_ids(conn: AsyncConnection, query: Query, kind: Kind, indexed: Mapping[int, str]) -> list[int]:
+def _sql_ids(conn: Connection, query: Query, kind: Kind, indexed: Mapping[int, str]) -> list[int]:
     statement = _entity_select(query, kind, indexed)
     if query.offset:
         statement = statement.offset(query.offset)
     if query.limit is not None:
         statement = statement.limit(query.limit + 1)
-    return [int(row[0]) for row in (await conn.execute(statement)).all()]
+    return [int(row[0]) for row in (conn.execute(statement)).all()]
 
 
 _SEEK_ROWS: Final = 1000  # a "probe" driver matching fewer value rows reads the seek index
 
 
-async def _driven_ids(conn: AsyncConnection, query: Query, kind: Kind, indexed: Mapping[int, str]) -> list[int] | None:
+def _driven_ids(conn: Connection, query: Query, kind: Kind, indexed: Mapping[int, str]) -> list[int] | None:
     """Study/series ids of the page (SQL-only terms, stable order), read from the value rows.
 
     One term drives: its value rows carry their study and series, so the page is either
@@ -252,7 +254,7 @@ async def _driven_ids(conn: AsyncConnection, query: Query, kind: Kind, indexed: 
     rows in study order read until ``limit`` studies matched (many matches); the other terms
     are probes on the same instance. ``None``: no term can drive (the EXISTS form is used).
     """
-    d = instance_values.alias("d")
+    d = _DRIVING
     compiled = [
         compile_term(
             term, kind=kind, indexed=indexed, instance_id=d.c.instance_id, fuzzy=query.fuzzy, with_irregular=False
@@ -269,7 +271,7 @@ async def _driven_ids(conn: AsyncConnection, query: Query, kind: Kind, indexed: 
     access = driver.access
     if access == "probe":
         probe = select(literal(1)).select_from(d).where(driver.where(d)).limit(_SEEK_ROWS).subquery()
-        found = await conn.scalar(select(func.count()).select_from(probe))
+        found = conn.scalar(select(func.count()).select_from(probe))
         access = "seek" if int(found or 0) < _SEEK_ROWS else "scan"
     order = [d.c.study_id] if query.level == Level.STUDY else [d.c.study_id, d.c.series_id]
     statement = select(order[-1]).where(
@@ -289,17 +291,17 @@ async def _driven_ids(conn: AsyncConnection, query: Query, kind: Kind, indexed: 
         statement = statement.offset(query.offset)
     if query.limit is not None:
         statement = statement.limit(query.limit + 1)
-    return [int(row[0]) for row in (await conn.execute(statement)).all()]
+    return [int(row[0]) for row in (conn.execute(statement)).all()]
 
 
-async def _any(conn: AsyncConnection, query: Query, kind: Kind, indexed: Mapping[int, str]) -> bool:
+def _any(conn: Connection, query: Query, kind: Kind, indexed: Mapping[int, str]) -> bool:
     """``limit=0``: is there any row past ``offset``? (``has_more`` of an empty page)."""
     probe = msgspec.structs.replace(query, limit=1)
-    return bool((await search(conn, probe, kind=kind, indexed=indexed)).rows)
+    return bool((search(conn, probe, kind=kind, indexed=indexed)).rows)
 
 
-async def _checked_ids(
-    conn: AsyncConnection,
+def _checked_ids(
+    conn: Connection,
     query: Query,
     kind: Kind,
     indexed: Mapping[int, str],
@@ -340,7 +342,7 @@ async def _checked_ids(
             statement = statement.where(
                 tuple_(instances.c.study_id, instances.c.series_id, instances.c.id) > tuple_(*last)
             )
-        rows = (await conn.execute(statement)).all()
+        rows = (conn.execute(statement)).all()
         for row in rows:
             entity = row.study_id if level == Level.STUDY else row.series_id if level == Level.SERIES else row.id
             if matched and matched[-1] == entity:
@@ -360,7 +362,7 @@ async def _checked_ids(
 # --------------------------------------------------------------------------------------------
 
 
-async def _build_rows(conn: AsyncConnection, level: Level, ids: list[int]) -> list[MatchRow]:
+def _build_rows(conn: Connection, level: Level, ids: list[int]) -> list[MatchRow]:
     if not ids:
         return []
     if level == Level.STUDY:
@@ -406,28 +408,26 @@ async def _build_rows(conn: AsyncConnection, level: Level, ids: list[int]) -> li
             )
             .where(instances.c.id.in_(ids))
         )
-    found = {row.entity: row for row in (await conn.execute(statement)).all()}
-    rows = [found[entity] for entity in ids if entity in found]
-    reps: dict[int, int]
+    # The representative instance's metadata in the same statement: the newest instance of
+    # each study/series (a correlated max() over an (entity, id) index) read by primary key in
+    # a scalar subquery (a join to it lets PostgreSQL hash-join every instance); the instance
+    # itself at instance level.
     if level == Level.INSTANCE:
-        reps = {int(row.entity): int(row.entity) for row in rows}
-    else:  # the newest instance of each entity, in one grouped read of an (entity, id) index
+        statement = statement.add_columns(instances.c.metadata)
+    else:
         link = instances.c.study_id if level == Level.STUDY else instances.c.series_id
-        newest = select(link, func.max(instances.c.id)).where(link.in_(list(found))).group_by(link)
-        reps = {int(row[0]): int(row[1]) for row in await conn.execute(newest)}
+        owner = studies if level == Level.STUDY else series
+        # (``id + 0`` at study level: no (study_id, id) index, and PostgreSQL's min/max
+        # rewrite would walk the primary key backwards through other studies' instances)
+        highest = instances.c.id + 0 if level == Level.STUDY else instances.c.id
+        newest = select(func.max(highest)).where(link == owner.c.id).correlate(owner).scalar_subquery()
+        rep = _REPRESENTATIVE
+        metadata = select(rep.c.metadata).where(rep.c.id == newest).correlate(owner).scalar_subquery()
+        statement = statement.add_columns(metadata.label("metadata"))
+    found = {row.entity: row for row in conn.execute(statement).all()}
+    rows = [found[entity] for entity in ids if entity in found]
     study_ids = sorted({row.study_id for row in rows})
-    metadata = {
-        row.id: _decode(row.metadata)
-        for row in await conn.execute(
-            select(instances.c.id, instances.c.metadata).where(instances.c.id.in_(list(reps.values())))
-        )
-    }
-    modalities = await _modalities(conn, study_ids)
-    sop_classes: dict[int, set[str]] = {}
-    for row in await conn.execute(
-        select(instances.c.study_id, instances.c.sop_class_uid).distinct().where(instances.c.study_id.in_(study_ids))
-    ):
-        sop_classes.setdefault(row.study_id, set()).add(row.sop_class_uid)
+    modalities, sop_classes = _study_values(conn, study_ids)
     out = []
     for row in rows:
         if level == Level.STUDY:
@@ -440,7 +440,7 @@ async def _build_rows(conn: AsyncConnection, level: Level, ids: list[int]) -> li
             MatchRow(
                 level=level,
                 key=key,
-                attributes=metadata.get(reps.get(int(row.entity), -1), {}),
+                attributes={} if row.metadata is None else _decode(row.metadata),
                 study_series=int(row.num_series),
                 study_instances=int(row.study_instances),
                 series_instances=int(row.series_instances),
@@ -451,42 +451,44 @@ async def _build_rows(conn: AsyncConnection, level: Level, ids: list[int]) -> li
     return out
 
 
-async def _modalities(conn: AsyncConnection, study_ids: list[int]) -> dict[int, set[str]]:
-    """Distinct Modality values per study, from the match values (metadata for irregular ones)."""
-    v = instance_values.alias("m")
+def _study_values(conn: Connection, study_ids: list[int]) -> tuple[dict[int, set[str]], dict[int, set[str]]]:
+    """Distinct Modality values (from the match values; stored metadata for irregular ones)
+    and distinct SOP Class UIDs per study, in one statement (``UNION ALL``)."""
+    modalities: dict[int, set[str]] = {}
+    sop_classes: dict[int, set[str]] = {}
+    if not study_ids:
+        return modalities, sop_classes
+    v = _STUDY_VALUES
     # Read from the covering scan index (tag, study, series, instance, value_key, value): only
     # irregular rows have no value (extract.py), and only they need their instance.
-    statement = (
-        select(v.c.study_id, v.c.value)
+    statement = union_all(
+        select(literal(0).label("what"), v.c.study_id.label("study_id"), v.c.value.label("value"))
         .distinct()
         .where(v.c.tag == _MODALITY, v.c.study_id.in_(study_ids))
-        .with_hint(v, "INDEXED BY dwk_values_scan", "sqlite")
+        .with_hint(v, "INDEXED BY dwk_values_scan", "sqlite"),
+        select(literal(1), instances.c.study_id, instances.c.sop_class_uid)
+        .distinct()
+        .where(instances.c.study_id.in_(study_ids)),
     )
-    out: dict[int, set[str]] = {}
-    irregular: dict[int, int] = {}
-    if any(row.value is None for row in await _collect(conn, statement, out)):
-        found = await conn.execute(
+    irregular_study = False
+    for row in conn.execute(statement):
+        if row.value is None:
+            irregular_study = irregular_study or row.what == 0
+            continue
+        (modalities if row.what == 0 else sop_classes).setdefault(int(row.study_id), set()).add(row.value)
+    if irregular_study:
+        found = conn.execute(
             select(v.c.instance_id, v.c.study_id).where(
                 v.c.tag == _MODALITY, v.c.study_id.in_(study_ids), v.c.value.is_(None)
             )
         )
         irregular = {int(row.instance_id): int(row.study_id) for row in found}
-    if irregular:
-        found = await conn.execute(
+        for item in conn.execute(
             select(instances.c.id, instances.c.metadata).where(instances.c.id.in_(list(irregular)))
-        )
-        for item in found:
+        ):
             element = _decode(item.metadata).get("00080060") or {}
             values = element.get("Value") if isinstance(element, dict) else None
             for value in values if isinstance(values, list) else ():
                 if isinstance(value, str):
-                    out.setdefault(irregular[item.id], set()).add(value)
-    return out
-
-
-async def _collect(conn: AsyncConnection, statement: Any, out: dict[int, set[str]]) -> list[Any]:
-    rows = (await conn.execute(statement)).all()
-    for row in rows:
-        if row.value is not None:
-            out.setdefault(int(row.study_id), set()).add(row.value)
-    return list(rows)
+                    modalities.setdefault(irregular[item.id], set()).add(value)
+    return modalities, sop_classes
