@@ -14,9 +14,10 @@ chunks through unchanged.
 
 from __future__ import annotations
 
+import functools
 import re
 import secrets
-from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from typing import Final, TypeAlias
 
 import msgspec
@@ -35,6 +36,7 @@ __all__ = [
     "PartStart",
     "boundary_from_content_type",
     "multipart_content_type",
+    "multipart_length",
     "new_boundary",
     "parse_media_type",
     "read_multipart",
@@ -665,13 +667,37 @@ def multipart_content_type(part_type: str, boundary: str, **params: str) -> str:
 
 
 def _header_block(headers: Mapping[str, str]) -> bytes:
+    return _header_block_of(tuple(headers.items()))
+
+
+@functools.lru_cache(maxsize=64)
+def _header_block_of(items: tuple[tuple[str, str], ...]) -> bytes:
+    # Cached: a retrieve sends the same one or two header blocks for thousands of parts.
     lines = []
-    for name, value in headers.items():
+    for name, value in items:
         if not _TOKEN_RE.fullmatch(name) or "\r" in value or "\n" in value:
             raise ValueError(f"invalid part header {name!r}: {value!r}")
         lines.append(f"{name}: {value}\r\n")
     lines.append("\r\n")
     return "".join(lines).encode("latin-1")
+
+
+def multipart_length(parts: Iterable[tuple[Mapping[str, str], int]], boundary: str) -> int:
+    """The exact length of the body :func:`write_multipart` yields for ``parts`` given as
+    (headers, payload size) pairs, for a ``Content-Length`` sent before the body.
+
+    >>> multipart_length([({"Content-Type": "application/dicom"}, 10)], "b1")
+    61
+    """
+    dash = len(_validate_boundary(boundary)) + 2
+    total = count = 0
+    for headers, size in parts:
+        total += len(_header_block(headers)) + size
+        count += 1
+    # "--b CRLF headers payload" for the first part, "CRLF --b CRLF headers payload" for the others,
+    # then the close delimiter "[CRLF] --b -- CRLF".
+    framing = count * (dash + 2) + max(count - 1, 0) * 2 + (2 if count else 0) + dash + 4
+    return total + framing
 
 
 async def write_multipart(
@@ -680,10 +706,12 @@ async def write_multipart(
     """Frame parts as a multipart/related body (RFC 2046 §5.1.1), streaming.
 
     Yields each delimiter with its header block as one small ``bytes`` object and the payload chunks
-    unchanged (no copies), and ends with the close delimiter and a CRLF. The caller must pick a
-    boundary that cannot occur in the payloads (:func:`new_boundary`) and set Content-Type with
-    :func:`multipart_content_type`. With no parts the body is the bare close delimiter; RFC 2046
-    wants at least one part, so callers should answer an empty result without a multipart body.
+    unchanged (no copies, never joined with the framing), and ends with the close delimiter and a
+    CRLF. The caller must pick a boundary that cannot occur in the payloads (:func:`new_boundary`)
+    and set Content-Type with :func:`multipart_content_type`; :func:`multipart_length` gives the
+    body's length up front when the payload sizes are known. With no parts the body is the bare close
+    delimiter; RFC 2046 wants at least one part, so callers should answer an empty result without a
+    multipart body.
     """
     dash = b"--" + _validate_boundary(boundary)
     lead = dash  # the first delimiter needs no CRLF in front (the preamble is empty)

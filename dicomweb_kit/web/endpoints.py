@@ -133,8 +133,10 @@ class Endpoints:
         )
         syntax = plan.choice.transfer_syntax
         params = {} if syntax in (None, "*") else {"transfer-syntax": syntax}
+        body = await wado.retrieve_body(self.kit, plan)
         return StreamingResponse(
-            wado.instance_parts(self.kit, plan),
+            body.chunks,
+            headers=None if body.length is None else {"Content-Length": str(body.length)},
             media_type=multipart_content_type("application/dicom", plan.boundary, **params),
         )
 

@@ -9,6 +9,7 @@ import signal
 import stat
 import sys
 import textwrap
+import threading
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -325,6 +326,56 @@ async def test_a_blob_truncated_behind_our_back_is_an_error_not_a_short_stream(s
     with pytest.raises(StorageUnavailable, match="shorter"):
         async for _ in stream:
             pass
+
+
+async def test_more_concurrent_gets_than_read_threads(tmp_path: Path) -> None:
+    store = FileBlobStore(tmp_path / "blobs", read_chunk_size=1000, read_threads=2)
+    blobs = {f"k{i}": os.urandom(2500 + i) for i in range(12)}
+    for key, data in blobs.items():
+        await store.put(key, _chunks(data))
+    got: dict[str, bytes] = {}
+
+    async def read(key: str) -> None:
+        got[key] = await _read(store, key)
+
+    async with anyio.create_task_group() as tasks:
+        for key in blobs:
+            tasks.start_soon(read, key)
+    assert got == blobs
+    assert sum(t.name == "FileBlobStore reader" for t in threading.enumerate()) >= 1
+
+
+async def test_read_threads_end_when_idle_and_come_back() -> None:
+    readers = filesystem._ReadThreads(max_threads=3, idle_seconds=0.05)
+    results = []
+
+    async def one(i: int) -> None:
+        results.append(await readers.run(lambda: i * 2))
+
+    async with anyio.create_task_group() as tasks:
+        for i in range(10):
+            tasks.start_soon(one, i)
+    assert sorted(results) == [i * 2 for i in range(10)]
+    assert 1 <= readers._threads <= 3
+    for _ in range(100):
+        if readers._threads == 0:
+            break
+        await anyio.sleep(0.02)
+    assert readers._threads == 0 and readers._pending == 0
+    assert await readers.run(lambda: "again") == "again"  # a new thread starts on demand
+    with pytest.raises(ZeroDivisionError):
+        await readers.run(lambda: 1 // 0)  # errors reach the caller
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts open descriptors in /proc")
+async def test_a_cancelled_get_waits_for_its_read_then_closes_the_file(store: FileBlobStore) -> None:
+    await store.put("c", _chunks(b"c" * 3 * MB))
+    open_fds = len(os.listdir("/proc/self/fd"))
+    with anyio.move_on_after(0):
+        async for _ in store.get("c"):
+            pass
+    assert len(os.listdir("/proc/self/fd")) == open_fds
+    assert await _read(store, "c") == b"c" * 3 * MB
 
 
 async def test_concurrent_puts_of_different_keys(store: FileBlobStore, tmp_path: Path) -> None:

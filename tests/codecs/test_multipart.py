@@ -16,6 +16,7 @@ from dicomweb_kit.codecs.multipart import (
     PartStart,
     boundary_from_content_type,
     multipart_content_type,
+    multipart_length,
     new_boundary,
     parse_media_type,
     read_multipart,
@@ -542,6 +543,15 @@ async def test_writer_output_parses_with_other_libraries() -> None:
     pm.write(body)
     pm.finalize()
     assert got == expected
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("count", [0, 1, 2, 3])
+async def test_multipart_length_is_the_written_length(count: int) -> None:
+    items = WRITER_ITEMS[:count]
+    boundary = new_boundary()
+    body = b"".join([bytes(c) async for c in write_multipart(_writer_parts(items), boundary)])
+    assert multipart_length([(h, sum(map(len, c))) for h, c in items], boundary) == len(body)
 
 
 @pytest.mark.anyio

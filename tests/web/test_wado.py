@@ -5,12 +5,16 @@ from __future__ import annotations
 import email.parser
 import email.policy
 import io
+from collections.abc import AsyncIterator
 
 import httpx
 import pydicom
 import pytest
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 
+from dicomweb_kit import DicomWeb, StorageUnavailable
+from dicomweb_kit.resources import ResourceKey
+from dicomweb_kit.services import wado
 from dicomweb_kit.testing import make_dataset, part10_bytes
 
 pytestmark = pytest.mark.anyio
@@ -56,6 +60,43 @@ async def test_retrieve_study_series_instance(client: httpx.AsyncClient) -> None
         assert parts[0][0] == f"application/dicom; transfer-syntax={ExplicitVRLittleEndian}"
 
 
+RETRIEVE_ANY = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+
+
+async def test_retrieve_declares_its_exact_length(client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    study, series = generate_uid(), generate_uid()
+    blobs = [part10_bytes(make_dataset(study=study, series=series)) for _ in range(3)]
+    await store(client, *blobs)
+    r = await client.get(f"/studies/{study}", headers={"Accept": RETRIEVE_ANY})
+    assert r.headers["content-length"] == str(len(r.content))
+    assert "transfer-encoding" not in r.headers
+    assert [p[1] for p in parse_parts(r)] == blobs
+    # Above the listing limit the same body streams without a length.
+    monkeypatch.setattr(wado, "SIZED_RETRIEVE_MAX_INSTANCES", 2)
+    streamed = await client.get(f"/studies/{study}", headers={"Accept": RETRIEVE_ANY})
+    assert "content-length" not in streamed.headers
+    assert [p[1] for p in parse_parts(streamed)] == blobs
+
+
+async def test_a_blob_that_does_not_match_its_record_breaks_off_the_body(kit: DicomWeb) -> None:
+    study, series = generate_uid(), generate_uid()
+    ds = make_dataset(study=study, series=series)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=kit.app), base_url="http://t") as client:
+        await store(client, part10_bytes(ds))
+    [record] = [r async for r in kit.index.records(ResourceKey(study))]
+    await kit.blobs.put(record.blob_key, _one(b"not the stored bytes"))
+    plan = await wado.plan_retrieve(kit, ResourceKey(study), RETRIEVE_ANY)
+    body = await wado.retrieve_body(kit, plan)
+    assert body.length is not None
+    with pytest.raises(StorageUnavailable, match="does not hold"):
+        async for _ in body.chunks:
+            pass
+
+
+async def _one(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
 async def test_implicit_vr_goes_out_as_explicit_little_endian(client: httpx.AsyncClient) -> None:
     ds = make_dataset()
     ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
@@ -64,6 +105,7 @@ async def test_implicit_vr_goes_out_as_explicit_little_endian(client: httpx.Asyn
     url = f"/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}"
     for accept in ("multipart/related; type=application/dicom; transfer-syntax=*", "*/*"):
         r = await client.get(url, headers={"Accept": accept})
+        assert "content-length" not in r.headers  # transcoded: the length is not known up front
         [(content_type, payload)] = parse_parts(r)
         assert content_type.endswith(ExplicitVRLittleEndian)
         out = pydicom.dcmread(io.BytesIO(payload))
