@@ -24,7 +24,7 @@ from .errors import (
 )
 from .index import AddOutcome, IndexCapabilities, InstanceIndex, InstanceRecord, MatchRow, Page, ScopeSummary
 from .kit import DicomWeb
-from .query.matching import fold, instance_matches, pn_groups, pn_strip
+from .query.matching import DATE_TIME_VRS, NUMERIC_VRS, as_number, fold, instance_matches, pn_groups, pn_strip
 from .query.ordering import sort_entities, sort_key, sort_value
 from .query.qido_params import normalise_datetime, resolve_attribute
 from .query.terms import (
@@ -46,6 +46,8 @@ from .storage import BlobInfo, BlobStore
 __version__ = "0.1.0"
 
 __all__ = [
+    "DATE_TIME_VRS",
+    "NUMERIC_VRS",
     "AddOutcome",
     "BlobInfo",
     "BlobStore",
@@ -85,6 +87,7 @@ __all__ = [
     "UnsupportedMediaType",
     "Wildcard",
     "__version__",
+    "as_number",
     "fold",
     "instance_matches",
     "normalise_datetime",

@@ -45,12 +45,24 @@ from typing import Any, Final
 from .qido_params import normalise_datetime
 from .terms import RangeMatch, SequenceMatch, SingleValue, Term, UidList, Universal, Wildcard
 
-__all__ = ["entity_matches", "fold", "instance_matches", "pn_groups", "pn_strip", "term_matches", "wildcard_regex"]
+__all__ = [
+    "DATE_TIME_VRS",
+    "NUMERIC_VRS",
+    "as_number",
+    "entity_matches",
+    "fold",
+    "instance_matches",
+    "pn_groups",
+    "pn_strip",
+    "term_matches",
+    "wildcard_regex",
+]
 
 # Study-level computed match keys evaluated on instance attributes.
 _SOURCE_KEY: Final[Mapping[str, str]] = {"00080061": "00080060", "00080062": "00080016"}
-_DATE_TIME_VRS = frozenset({"DA", "TM", "DT"})
-_NUMERIC_VRS = frozenset({"IS", "DS", "US", "SS", "UL", "SL", "UV", "SV", "FL", "FD"})
+DATE_TIME_VRS: Final = frozenset({"DA", "TM", "DT"})
+# Values of these VRs compare as numbers: "+7", "007" and "7.0" are equal (CP-2305 leaves it open).
+NUMERIC_VRS: Final = frozenset({"IS", "DS", "US", "SS", "UL", "SL", "UV", "SV", "FL", "FD"})
 _PN_GROUPS = ("Alphabetic", "Ideographic", "Phonetic")
 
 
@@ -112,7 +124,8 @@ def wildcard_regex(pattern: str, /, *, ignore_case: bool = False) -> re.Pattern[
 # --------------------------------------------------------------------------------------------
 
 
-def _number(value: Any) -> Decimal | None:
+def as_number(value: Any) -> Decimal | None:
+    """The exact decimal value of a numeric attribute value, ``None`` if it is not a finite number."""
     if isinstance(value, bool):
         return None
     try:
@@ -126,17 +139,17 @@ def _value_matches(matcher: object, vr: str, value: Any) -> bool:
     if isinstance(matcher, UidList):
         return str(value).strip() in matcher.uids
     if isinstance(matcher, RangeMatch):
-        text = normalise_datetime(str(value), vr) if vr in _DATE_TIME_VRS else str(value).strip()
+        text = normalise_datetime(str(value), vr) if vr in DATE_TIME_VRS else str(value).strip()
         if text is None:
             return False  # an invalid stored date never matches a range
         return (matcher.low is None or matcher.low <= text) and (matcher.high is None or text <= matcher.high)
     if isinstance(matcher, Wildcard):
         return wildcard_regex(matcher.pattern).fullmatch(str(value).rstrip(" ")) is not None
     if isinstance(matcher, SingleValue):
-        if vr in _NUMERIC_VRS:
-            wanted, stored = _number(matcher.value), _number(value)
+        if vr in NUMERIC_VRS:
+            wanted, stored = as_number(matcher.value), as_number(value)
             return wanted is not None and wanted == stored
-        if vr in _DATE_TIME_VRS:
+        if vr in DATE_TIME_VRS:
             stored_text = normalise_datetime(str(value), vr)
             return stored_text is not None and stored_text == normalise_datetime(matcher.value, vr)
         return str(value).strip(" ") == matcher.value.strip(" ")

@@ -40,10 +40,10 @@ Semantics:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from decimal import Decimal, InvalidOperation
-from typing import Any, Final, TypeVar
+from decimal import Decimal
+from typing import Any, TypeVar
 
-from .matching import pn_groups, pn_strip
+from .matching import DATE_TIME_VRS, NUMERIC_VRS, as_number, pn_groups, pn_strip
 from .qido_params import normalise_datetime
 from .terms import OrderKey
 
@@ -52,19 +52,6 @@ __all__ = ["SortValue", "sort_entities", "sort_key", "sort_value"]
 T = TypeVar("T")
 
 SortValue = str | Decimal
-
-_DATE_TIME_VRS: Final = frozenset({"DA", "TM", "DT"})
-_NUMERIC_VRS: Final = frozenset({"IS", "DS", "US", "SS", "UL", "SL", "UV", "SV", "FL", "FD"})
-
-
-def _number(value: Any) -> Decimal | None:
-    if isinstance(value, bool):
-        return None
-    try:
-        number = Decimal(str(value).strip())
-    except (InvalidOperation, ValueError):
-        return None
-    return number if number.is_finite() else None
 
 
 def sort_value(attributes: Mapping[str, Any], key: OrderKey, /) -> SortValue | None:
@@ -77,9 +64,9 @@ def sort_value(attributes: Mapping[str, Any], key: OrderKey, /) -> SortValue | N
         return None
     value = values[0]
     vr = key.vr
-    if vr in _NUMERIC_VRS:
-        return _number(value)
-    if vr in _DATE_TIME_VRS:
+    if vr in NUMERIC_VRS:
+        return as_number(value)
+    if vr in DATE_TIME_VRS:
         return normalise_datetime(str(value), vr)
     if vr == "PN":
         for group in pn_groups(value):
