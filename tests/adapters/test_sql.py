@@ -688,3 +688,48 @@ async def test_add_many_is_one_group_in_insertion_order(index: SqlIndex) -> None
     assert [row.key.instance for row in found.rows] == ["1.2.1.5.1"]
     instances = await index.search(parse_qido([], Level.INSTANCE, ResourceKey()))
     assert [row.key.instance for row in instances.rows] == ["1.2.9.1.1", "1.2.9.9.1", "1.2.1.5.1"]
+
+
+async def test_wide_date_range_walks_entities_in_order(index: SqlIndex, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dicomweb_kit_adapters.sql import search
+
+    monkeypatch.setattr(search, "_SEEK_ROWS", 1)  # every range counts as wide: the scan/walk path
+    walked: list[Any] = []
+    real = search._walked
+
+    def spy(*args: Any) -> Any:
+        walked.append(args[0])
+        return real(*args)
+
+    monkeypatch.setattr(search, "_walked", spy)
+    records = []
+    for s in range(6):
+        for r in range(2):
+            for i in range(2):
+                date = f"20{10 + (s * 3 + r + i) % 8:02d}0101"
+                modality = "MR" if (s + r) % 2 else "CT"
+                uid = f"1.2.40.{s}.{r}.{i}"
+                records.append(_record(f"1.2.40.{s}", f"1.2.40.{s}.{r}", uid, StudyDate=date, Modality=modality))
+    for record in reversed(records[:4]):  # first study's instances out of order: ids follow insertion
+        await index.add(record, on_existing="keep")
+    await index.add_many(records[4:], on_existing="keep")
+    inserted = [*reversed(records[:4]), *records[4:]]
+    for params in (
+        [("StudyDate", "20120101-20150101")],
+        [("StudyDate", "20120101-20150101"), ("limit", "2"), ("offset", "1")],
+        [("StudyDate", "20140101-"), ("Modality", "MR")],
+        [("StudyDate", "-20110101"), ("limit", "1")],
+    ):
+        for level, scope in (
+            (Level.STUDY, ResourceKey()),
+            (Level.STUDY, ResourceKey("1.2.40.3")),
+            (Level.SERIES, ResourceKey()),
+            (Level.SERIES, ResourceKey("1.2.40.2")),
+        ):
+            query = parse_qido(params, level, scope)
+            expected = [key for key in reference_keys(inserted, query) if scope.study in (None, key.study)]
+            end = None if query.limit is None else query.offset + query.limit
+            page = await index.search(query)
+            assert [row.key for row in page.rows] == expected[query.offset : end], (params, level, scope)
+            assert page.has_more == (end is not None and len(expected) > end)
+    assert bool(walked) == (index._kind == "postgresql")

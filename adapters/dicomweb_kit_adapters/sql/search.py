@@ -273,10 +273,23 @@ def _driven_ids(conn: Connection, query: Query, kind: Kind, indexed: Mapping[int
         probe = select(literal(1)).select_from(d).where(driver.where(d)).limit(_SEEK_ROWS).subquery()
         found = conn.scalar(select(func.count()).select_from(probe))
         access = "seek" if int(found or 0) < _SEEK_ROWS else "scan"
+    others = [item.where for item in compiled if item is not chosen and item.where is not None]
+    if access == "scan" and driver.access == "probe" and kind == "postgresql":  # a wide range
+        statement = _walked(query, driver.where(d), others)
+    else:
+        statement = _grouped(query, access, driver.where(d), others)
+    if query.offset:
+        statement = statement.offset(query.offset)
+    if query.limit is not None:
+        statement = statement.limit(query.limit + 1)
+    return [int(row[0]) for row in (conn.execute(statement)).all()]
+
+
+def _grouped(query: Query, access: str, driving: ColumnElement[bool], others: list[Any]) -> Any:
+    """``GROUP BY`` the entity over the driving rows (in study order on SQLite's scan index)."""
+    d = _DRIVING
     order = [d.c.study_id] if query.level == Level.STUDY else [d.c.study_id, d.c.series_id]
-    statement = select(order[-1]).where(
-        driver.where(d), *(item.where for item in compiled if item is not chosen and item.where is not None)
-    )
+    statement = select(order[-1]).where(driving, *others)
     scope = query.scope
     if scope.study is not None:
         statement = statement.where(
@@ -287,11 +300,38 @@ def _driven_ids(conn: Connection, query: Query, kind: Kind, indexed: Mapping[int
     statement = statement.group_by(*order).order_by(*order)
     if access == "scan":
         statement = statement.with_hint(d, "INDEXED BY dwk_values_scan", "sqlite")
-    if query.offset:
-        statement = statement.offset(query.offset)
-    if query.limit is not None:
-        statement = statement.limit(query.limit + 1)
-    return [int(row[0]) for row in (conn.execute(statement)).all()]
+    return statement
+
+
+def _walked(query: Query, driving: ColumnElement[bool], others: list[Any]) -> Any:
+    """The entities in the stable order, each probed for ONE matching driving row (PostgreSQL).
+
+    ``LATERAL (... LIMIT 1)`` cannot be flattened into a join, so the plan is a nested loop
+    over the studies (series) primary/order index, stopping after ``limit+1`` hits, each probe
+    a descent of ``dwk_values_scan`` (tag, study, series). The ``GROUP BY`` form leaves the
+    choice to the row estimates, and without statistics (fresh bulk load, autovacuum behind)
+    PostgreSQL reads and sorts every value row in range instead.
+    """
+    d = _DRIVING
+    scope = query.scope
+    if query.level == Level.STUDY:
+        entity: Any = studies
+        stable: list[Any] = [studies.c.id]
+        link = [d.c.study_id == studies.c.id]
+        where: list[Any] = [] if scope.study is None else [studies.c.study_uid == scope.study]
+    else:
+        entity = series
+        stable = [series.c.study_id, series.c.id]
+        link = [d.c.study_id == series.c.study_id, d.c.series_id == series.c.id]
+        where = []
+        if scope.study is not None:
+            where.append(
+                series.c.study_id == select(studies.c.id).where(studies.c.study_uid == scope.study).scalar_subquery()
+            )
+        if scope.series is not None:
+            where.append(series.c.series_uid == scope.series)
+    probe = select(literal(1).label("hit")).where(driving, *link, *others).limit(1).lateral("hit")
+    return select(stable[-1]).select_from(entity.join(probe, true())).where(*where).order_by(*stable)
 
 
 def _any(conn: Connection, query: Query, kind: Kind, indexed: Mapping[int, str]) -> bool:
