@@ -25,10 +25,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
-from dicomweb_kit import fold, normalise_datetime, pn_groups, pn_strip, resolve_attribute
+from dicomweb_kit import (
+    DATE_TIME_VRS,
+    NUMERIC_VRS,
+    as_number,
+    fold,
+    normalise_datetime,
+    pn_groups,
+    pn_strip,
+    resolve_attribute,
+)
 
 __all__ = [
     "DATE_TIME_VRS",
@@ -47,8 +55,6 @@ __all__ = [
 
 MAX_TEXT: Final = 256  # characters of an indexed value (index key size limits of all engines)
 
-DATE_TIME_VRS: Final = frozenset({"DA", "TM", "DT"})
-NUMERIC_VRS: Final = frozenset({"IS", "DS", "US", "SS", "UL", "SL", "UV", "SV", "FL", "FD"})
 _UNINDEXABLE_VRS: Final = frozenset({"SQ", "OB", "OW", "OF", "OD", "OL", "OV", "UN"})
 
 # ModalitiesInStudy / SOPClassesInStudy are matched against each instance's Modality / SOP
@@ -107,13 +113,8 @@ def number_key(value: Any) -> str | None:
     digits; a negative number is ``"0"``, the negated exponent, the nines' complement of its
     digits and ``"~"`` (so that a longer, i.e. larger, magnitude sorts first).
     """
-    if isinstance(value, bool):
-        return None
-    try:
-        number = Decimal(str(value).strip())
-    except (InvalidOperation, ValueError):
-        return None
-    if not number.is_finite():
+    number = as_number(value)
+    if number is None:
         return None
     if number == 0:
         return "1"
