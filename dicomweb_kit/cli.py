@@ -7,11 +7,13 @@ them lazily (as fsspec's ``known_implementations`` does), so the import boundary
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
 import importlib
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -117,7 +119,18 @@ def create_standalone_app() -> Any:
 
     root = os.environ.get(ENV_ROOT, "/dicom-web").rstrip("/")
     kit = build_kit(BackendConfig(), allow_delete=os.environ.get(ENV_ALLOW_DELETE) == "1")
-    return Starlette(routes=[Mount(root or "/", app=kit.app)], lifespan=kit.lifespan)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        async with kit.lifespan(app):
+            # Everything loaded so far (pydicom's dictionaries, codecs, routes) lives as long as
+            # the process: move it out of the collector's way, or every full collection walks it
+            # (a ~40 ms pause every few dozen requests, measured).
+            gc.collect()
+            gc.freeze()
+            yield
+
+    return Starlette(routes=[Mount(root or "/", app=kit.app)], lifespan=lifespan)
 
 
 def _backend_options(parser: argparse.ArgumentParser) -> None:
