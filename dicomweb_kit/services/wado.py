@@ -134,7 +134,7 @@ async def retrieve_body(kit: DicomWeb, plan: RetrievePlan) -> RetrieveBody:
     return RetrieveBody(_framed(kit, _iterate(listed), plan.boundary, sized=True), length)
 
 
-async def instance_parts(kit: DicomWeb, plan: RetrievePlan) -> AsyncIterator[bytes | memoryview]:
+def instance_parts(kit: DicomWeb, plan: RetrievePlan) -> AsyncIterator[bytes | memoryview]:
     """The multipart/related body of a retrieve, streamed one instance at a time (no length)."""
     make = _part_maker(plan)
 
@@ -142,8 +142,7 @@ async def instance_parts(kit: DicomWeb, plan: RetrievePlan) -> AsyncIterator[byt
         async for record in kit.index.records(plan.scope):
             yield make(record)
 
-    async for piece in _framed(kit, listed(), plan.boundary, sized=False):
-        yield piece
+    return _framed(kit, listed(), plan.boundary, sized=False)
 
 
 def _part_maker(plan: RetrievePlan) -> Callable[[InstanceRecord], _Part]:

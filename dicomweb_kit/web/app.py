@@ -50,8 +50,7 @@ def create_app(kit: DicomWeb) -> ASGIApp:
     # The DICOMweb tutorial queries `/studies/`: every resource answers with a trailing slash too,
     # directly (a redirect would lose the Accept header with some clients).
     routes += [Route(r.path + "/", r.endpoint, methods=sorted(r.methods or ())) for r in list(routes)]
-    handlers = {cls: handler for cls, handler in EXCEPTION_HANDLERS.items() if cls is not Exception}
-    app = Starlette(routes=routes, exception_handlers=handlers)
+    app = Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS)
     return _CatchAll(app)
 
 

@@ -46,10 +46,5 @@ async def http_error(request: Request, exc: Exception) -> Response:
     return error_response(exc.status_code, message, dict(exc.headers or {}))
 
 
-async def server_error(request: Request, exc: Exception) -> Response:
-    # Nothing internal goes to the client; the log has the traceback.
-    log.exception("%s %s failed", request.method, request.url.path, exc_info=exc)
-    return error_response(500, "internal server error")
-
-
-EXCEPTION_HANDLERS = {DicomWebError: dicomweb_error, HTTPException: http_error, Exception: server_error}
+# Anything else is caught by the outermost guard in app.py: a bare 500 and a log entry.
+EXCEPTION_HANDLERS = {DicomWebError: dicomweb_error, HTTPException: http_error}

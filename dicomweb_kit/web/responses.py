@@ -34,14 +34,12 @@ def datasets_response(
         return Response(dicom_json.encode(datasets), 200, headers, media_type=choice.offer.media_type)
     boundary = new_boundary()
 
-    async def parts() -> AsyncIterator[tuple[dict[str, str], AsyncIterator[bytes]]]:
+    async def documents() -> AsyncIterator[bytes]:
         for dataset in datasets:
-            yield {"Content-Type": f"{XML_TYPE}; charset=utf-8"}, _one(dicom_xml.json_dict_to_xml(dataset))
+            yield dicom_xml.json_dict_to_xml(dataset)
 
     return StreamingResponse(
-        write_multipart(parts(), boundary),
-        headers=headers,
-        media_type=multipart_content_type(XML_TYPE, boundary),
+        xml_parts(documents(), boundary), headers=headers, media_type=multipart_content_type(XML_TYPE, boundary)
     )
 
 
