@@ -48,6 +48,11 @@ sys.path[:0] = [str(REPO), str(REPO / "adapters")]
 from dicomweb_kit_adapters.memory import MemoryIndex  # noqa: E402
 from dicomweb_kit_adapters.sql import SqlIndex  # noqa: E402
 
+# The HTTP benchmark's scale archive uses the same names, so both measure the same mix.
+from server_benchmark import SCALE_FAMILIES as FAMILIES  # noqa: E402
+from server_benchmark import SCALE_GIVEN as GIVEN  # noqa: E402
+from server_benchmark import SCALE_MODALITIES as MODALITIES  # noqa: E402
+
 from dicomweb_kit import InstanceRecord, Level, Query, ResourceKey  # noqa: E402
 from dicomweb_kit.query.qido_params import parse_qido  # noqa: E402
 
@@ -58,13 +63,6 @@ QIDO_P95_MS = 20.0
 RECORDS_P50_MS = 30.0
 TARGET_ENGINES = ("sqlite", "postgresql")
 
-FAMILIES = [
-    "PATCHWORK", "SMITH", "Patchett", "NGUYEN", "GARCIA", "DISPATCH", "MUELLER", "ROSSI", "KOWALSKI", "TANAKA",
-    "OKAFOR", "SILVA", "JOHANSSON", "DUBOIS", "IVANOV", "CHEN", "MARTIN", "BROWN", "WILSON", "LOPEZ", "KIM",
-    "SINGH", "MORALES", "FISCHER", "MOREAU", "NOVAK", "HANSEN", "PETROV", "SATO", "ADEYEMI", "COHEN", "OBRIEN",
-]  # fmt: skip
-GIVEN = ["QUILT", "JOHN", "Anna", "LINH", "MARIA", "ROBIN", "HANS", "GIULIA", "PIOTR", "YUKI", "CHIDI", "ERIK"]
-MODALITIES = ["CT", "MR", "CR", "US", "DX", "MG"]
 BIG_SERIES = 500
 SOP_CLASS = "1.2.840.10008.5.1.4.1.1.7"  # Secondary Capture
 SYNTAX = "1.2.840.10008.1.2.1"
