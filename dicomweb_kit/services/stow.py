@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterable
+from collections import deque
+from collections.abc import AsyncIterable, AsyncIterator
 from typing import TYPE_CHECKING, Any
 
+import anyio
 import msgspec
 
 from .. import status_codes
@@ -25,6 +27,59 @@ _DICOM = "application/dicom"
 # Instances added to the index per transaction: one commit (and one fsync of the database) for
 # many instances, while a long body still becomes visible in steps.
 _GROUP_COMMIT = 32
+# Parts whose blob write and header parse may still run while later parts are read: receiving,
+# writing and parsing overlap, and memory stays bounded to this many parts' buffers.
+_IN_FLIGHT = 4
+
+
+class _Slot:
+    """One part's preparation, running beside the reading of the following parts."""
+
+    __slots__ = ("body_error", "consumed", "done", "prepared", "rejected")
+
+    def __init__(self) -> None:
+        self.consumed = anyio.Event()  # its bytes are all read (or it gave up reading them)
+        self.done = anyio.Event()
+        self.prepared: PreparedInstance | None = None
+        self.rejected: InstanceRejected | None = None
+        # The body itself broke inside this part, or the store failed: the request fails.
+        self.body_error: Exception | None = None
+
+
+async def _prepare(
+    kit: DicomWeb,
+    chunks: AsyncIterable[bytes | memoryview],
+    expected_study: str | None,
+    slot: _Slot,
+    window: anyio.Semaphore,
+) -> None:
+    async def watched() -> AsyncIterator[bytes | memoryview]:
+        try:
+            async for chunk in chunks:
+                yield chunk
+        except Exception as exc:
+            slot.body_error = exc
+            raise
+        finally:
+            slot.consumed.set()
+
+    try:
+        slot.prepared = await prepare_instance(kit, watched(), expected_study=expected_study)
+    except InstanceRejected as rejected:
+        if slot.body_error is None:
+            log.info("STOW-RS instance rejected: %s", rejected.message)
+            slot.rejected = rejected
+    except PayloadTooLarge as too_large:
+        if slot.body_error is None:  # max_part_bytes: this part only; the reader skips its rest
+            slot.rejected = InstanceRejected(too_large.message, failure_reason=status_codes.OUT_OF_RESOURCES)
+    except Exception as exc:
+        # Raised by the host task after the task group, so it is never wrapped in an ExceptionGroup.
+        if slot.body_error is None:  # e.g. the blob store is unavailable: the request fails
+            slot.body_error = exc
+    finally:
+        slot.consumed.set()
+        slot.done.set()
+        window.release()
 
 
 class StoreOutcome(msgspec.Struct):
@@ -130,6 +185,9 @@ async def store_instances(
     expected_study = study.study if study is not None else None
     outcome = StoreOutcome()
     pending: list[PreparedInstance] = []
+    in_flight: deque[_Slot] = deque()
+    window = anyio.Semaphore(_IN_FLIGHT)
+    error: Exception | None = None  # the body (or the store) failed: raised after the tasks end
 
     async def commit() -> None:
         for result in await commit_instances(kit, pending):
@@ -139,26 +197,51 @@ async def store_instances(
                 outcome.stored.append(result)
         pending.clear()
 
-    try:
-        async for part in read_multipart(body, boundary, limits=limits):
-            part_type = (part.content_type or _DICOM).split(";")[0].strip().lower()
-            if part_type != _DICOM:
-                outcome.failed.append(
-                    InstanceRejected(
-                        f"a part of type {part_type!r} is not an application/dicom instance",
-                        failure_reason=status_codes.CANNOT_UNDERSTAND,
-                    )
-                )
-                continue  # the reader drains the unread part
-            try:
-                pending.append(await prepare_instance(kit, part.chunks(), expected_study=expected_study))
-            except InstanceRejected as rejected:
-                log.info("STOW-RS instance rejected: %s", rejected.message)
-                outcome.failed.append(rejected)
-            except PayloadTooLarge as too_large:  # max_part_bytes: this part only; the reader skips its rest
-                outcome.failed.append(InstanceRejected(too_large.message, failure_reason=status_codes.OUT_OF_RESOURCES))
+    async def collect(*, wait: bool) -> None:
+        """Move finished preparations to ``pending`` in body order; commit full groups."""
+        nonlocal error
+        while in_flight and (wait or in_flight[0].done.is_set()):
+            slot = in_flight.popleft()
+            await slot.done.wait()
+            if slot.body_error is not None:
+                error = error or slot.body_error
+            elif slot.prepared is not None:
+                pending.append(slot.prepared)
+            elif slot.rejected is not None:
+                outcome.failed.append(slot.rejected)
             if len(pending) >= _GROUP_COMMIT:
                 await commit()
+
+    try:
+        async with anyio.create_task_group() as tasks:
+            try:
+                async for part in read_multipart(body, boundary, limits=limits):
+                    part_type = (part.content_type or _DICOM).split(";")[0].strip().lower()
+                    if part_type != _DICOM:
+                        outcome.failed.append(
+                            InstanceRejected(
+                                f"a part of type {part_type!r} is not an application/dicom instance",
+                                failure_reason=status_codes.CANNOT_UNDERSTAND,
+                            )
+                        )
+                        continue  # the reader drains the unread part
+                    await window.acquire()
+                    slot = _Slot()
+                    in_flight.append(slot)
+                    tasks.start_soon(_prepare, kit, part.chunks(), expected_study, slot, window)
+                    # The next part can be read once this one's bytes are all handed over; its
+                    # blob write and header parse go on meanwhile, in worker threads.
+                    await slot.consumed.wait()
+                    if slot.body_error is not None:
+                        break
+                    await collect(wait=False)
+            except DicomWebError as exc:  # raised by the reader itself, between parts
+                error = exc
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await collect(wait=True)
+        if error is not None:
+            raise error  # outside the task group, so it is not wrapped in an ExceptionGroup
         await commit()
     except DicomWebError as exc:
         # The body broke off (malformed, over the body limit, stalled). Instances prepared before
