@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 from .errors import ConfigurationError
 from .index import InstanceIndex
+from .render_cache import MemoryRenderCache, RenderCache
 from .settings import Settings
 from .storage import BlobStore
 
@@ -34,12 +35,21 @@ class DicomWeb:
         blobs: where instance bytes are kept.
         index: the records of stored instances, and query matching over them.
         settings: limits and policies.
+        render_cache: where rendered thumbnails are cached (default: in memory, bounded by
+            ``settings.thumbnail_cache_bytes``).
 
     Raises:
         ConfigurationError: an adapter does not implement its protocol.
     """
 
-    def __init__(self, *, blobs: BlobStore, index: InstanceIndex, settings: Settings | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        blobs: BlobStore,
+        index: InstanceIndex,
+        settings: Settings | None = None,
+        render_cache: RenderCache | None = None,
+    ) -> None:
         if not isinstance(blobs, BlobStore):
             raise ConfigurationError(f"blobs must implement dicomweb_kit.BlobStore; {type(blobs).__name__} does not")
         if not isinstance(index, InstanceIndex):
@@ -49,6 +59,9 @@ class DicomWeb:
         self.blobs = blobs
         self.index = index
         self.settings = settings or Settings()
+        self.render_cache = (
+            render_cache if render_cache is not None else MemoryRenderCache(self.settings.thumbnail_cache_bytes)
+        )
         self._app: ASGIApp | None = None
 
     @property

@@ -40,6 +40,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         max_repair_bytes: largest instance that STOW-RS accepts without the Part 10 preamble and
             rewrites as a Part 10 file in memory (some clients, dicomweb-client among them, send
             such datasets).
+        thumbnail_size: the side of the square a thumbnail fits in when the request gives no
+            ``viewport`` (PS3.18 §10.4.1.1.4 leaves the size to the server).
+        thumbnail_cache_bytes: the most bytes of rendered thumbnails the default in-memory cache
+            keeps (0: no caching). A kit built with its own ``render_cache`` ignores it.
+        max_rendered_document_bytes: largest Encapsulated PDF or Structured Report instance that a
+            rendered request reads into memory (413 beyond it).
     """
 
     max_request_bytes: int = 8 << 30
@@ -55,3 +61,6 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_repair_bytes: int = 512 << 20
     body_read_timeout: float = 60.0
     allow_delete: bool = False
+    thumbnail_size: int = 128
+    thumbnail_cache_bytes: int = 32 << 20
+    max_rendered_document_bytes: int = 64 << 20
