@@ -14,6 +14,7 @@ from ..errors import MalformedMultipart, PayloadTooLarge, RequestTimeout
 from ..media_types import Offer, negotiate
 from ..resources import Level, ResourceKey
 from ..services import delete, qido, stow, wado
+from . import archive
 from .responses import XML_TYPE, dataset_response, datasets_response, gzip_if_accepted, xml_parts
 
 if TYPE_CHECKING:
@@ -128,6 +129,8 @@ class Endpoints:
 
     async def retrieve(self, request: Request) -> Response:
         """WADO-RS, PS3.18 §10.4: GET a study, series or instance as multipart/related application/dicom."""
+        if archive.wants_zip(request):  # application/zip (Supplement 211): web/archive.py
+            return await archive.download(self.kit, request)
         plan = await wado.plan_retrieve(
             self.kit, _scope(request), request.headers.get("accept"), accept_param=_accept_param(request)
         )
