@@ -106,7 +106,8 @@ def _grey(frame: np.ndarray, ds: Dataset, window: Window | None, frame_index: in
     if window is None:
         window = voi_window(ds, frame_index=frame_index)
     if window is None and "VOILUTSequence" in ds:
-        lut_values = apply_voi(values, ds, index=0)
+        # LUTs are indexed by integers; pydicom warns and misreads float input.
+        lut_values = apply_voi(np.rint(values).astype(np.int64), ds, index=0)
         bits = int(ds.VOILUTSequence[0].LUTDescriptor[2] or 16)  # PS3.3 §C.11.2.1.1: bits per LUT entry
         return _to_uint8(lut_values, bits)
     display = apply_window(values, window or min_max_window(values))

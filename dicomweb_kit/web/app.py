@@ -11,6 +11,7 @@ from starlette.routing import Route
 from ..resources import Level
 from .endpoints import Endpoints
 from .error_handlers import EXCEPTION_HANDLERS, error_response
+from .rendered import RenderedEndpoints
 from .types import ASGIApp, Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
@@ -45,6 +46,13 @@ def create_app(kit: DicomWeb) -> ASGIApp:
         Route(I, e.retrieve, methods=["GET"]),
         Route(I + "/metadata", e.metadata, methods=["GET"]),
     ]
+    # WADO-RS rendered resources and thumbnails (PS3.18 §10.4.1.1.3-4).
+    rendered = RenderedEndpoints(kit)
+    for path in (S, R, I, I + "/frames/{frames}"):
+        routes += [
+            Route(path + "/rendered", rendered.rendered, methods=["GET"]),
+            Route(path + "/thumbnail", rendered.thumbnail, methods=["GET"]),
+        ]
     if kit.settings.allow_delete:
         routes += [Route(path, e.delete, methods=["DELETE"]) for path in (S, R, I)]
     # The DICOMweb tutorial queries `/studies/`: every resource answers with a trailing slash too,
