@@ -3,18 +3,29 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING, NamedTuple
+import logging
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import anyio
 import msgspec
+from pydicom.uid import UID
 
 from ..codecs import dicom_json, dicom_xml
 from ..codecs.multipart import multipart_length, new_boundary, write_multipart
-from ..codecs.transcode import UNCOMPRESSED, to_explicit_vr_little_endian
-from ..errors import ResourceNotFound, StorageUnavailable
+from ..codecs.pixel_codecs import can_decode
+from ..codecs.transcode import (
+    UNCOMPRESSED,
+    producible,
+    producible_for_syntax,
+    to_explicit_vr_little_endian,
+    transcode,
+    unproducible_reason,
+)
+from ..errors import NotAcceptable, ResourceNotFound, StorageUnavailable
 from ..index import InstanceRecord, ScopeSummary
 from ..media_types import EXPLICIT_VR_LE, NOT_FOR_WEB, Choice, Offer, negotiate
+from ..pixels.description import PixelDescription
 from ..resources import ResourceKey
 
 if TYPE_CHECKING:
@@ -35,6 +46,8 @@ __all__ = [
 
 _DICOM = "application/dicom"
 
+log = logging.getLogger("dicomweb_kit.wado")
+
 
 async def require_summary(kit: DicomWeb, scope: ResourceKey) -> ScopeSummary:
     """What is stored under ``scope``; 404 when it holds nothing."""
@@ -44,12 +57,17 @@ async def require_summary(kit: DicomWeb, scope: ResourceKey) -> ScopeSummary:
     return summary
 
 
-def _producible(stored: str) -> set[str]:
-    """Transfer syntaxes we can send an instance stored in ``stored`` in (PS3.18 §8.7.3.5)."""
-    out = set() if stored in NOT_FOR_WEB else {stored}
-    if stored in UNCOMPRESSED:
-        out.add(EXPLICIT_VR_LE)
-    return out
+def _producible(stored: str) -> frozenset[str]:
+    """Transfer syntaxes an instance stored in ``stored`` may be sent in, before its pixels are
+    looked at (PS3.18 §8.7.3.5: never Implicit VR Little Endian or Explicit VR Big Endian)."""
+    return producible_for_syntax(stored)
+
+
+def _default_syntax(stored: str) -> str:
+    """PS3.18 §8.7.3.4 and Table 8.7.3-2: Explicit VR Little Endian when the client names no
+    transfer syntax. Data nothing installed can decode (video, JPEG XL...) goes as stored: Note 2
+    permits it for lossy data, and for the rare lossless rest it is all we have."""
+    return EXPLICIT_VR_LE if can_decode(stored) else stored
 
 
 class RetrievePlan(msgspec.Struct, frozen=True):
@@ -61,17 +79,22 @@ class RetrievePlan(msgspec.Struct, frozen=True):
     #: How many instances the scope held when the plan was made (None: not known).
     instances: int | None = None
 
-    def target_syntax(self, stored: str) -> str:
-        """The transfer syntax an instance stored in ``stored`` goes out in."""
+    def target_syntax(self, stored: str, attributes: Mapping[str, Any] | None = None) -> str:
+        """The transfer syntax an instance stored in ``stored`` (with DICOM JSON ``attributes``,
+        when known) goes out in. Decided per instance: PS3.18 §8.7.8.2 Note 1 lets each part of a
+        mixed study carry its own transfer syntax."""
         wanted = self.choice.transfer_syntax
         if wanted is None:
-            # PS3.18 Table 8.7.3-2: the default for application/dicom is Explicit VR Little
-            # Endian. Until transcoding of compressed data lands, a compressed instance goes out
-            # as stored rather than failing the whole retrieve (as Orthanc does).
-            wanted = EXPLICIT_VR_LE
-        if wanted == "*" or wanted not in _producible(stored):
+            return _default_syntax(stored)
+        if wanted == "*":  # as stored, except where PS3.18 §8.7.3.5 forbids it
             return EXPLICIT_VR_LE if stored in NOT_FOR_WEB else stored
-        return wanted
+        if wanted == stored or (
+            wanted in _producible(stored) and (attributes is None or wanted in producible(stored, attributes))
+        ):
+            return wanted
+        # Planning checked every instance, so only one stored after it gets here: it goes out
+        # as it would by default rather than breaking the response off.
+        return _default_syntax(stored)
 
 
 async def plan_retrieve(
@@ -79,9 +102,57 @@ async def plan_retrieve(
 ) -> RetrievePlan:
     """Check that ``scope`` exists and negotiate the response (406 when nothing fits)."""
     summary = await require_summary(kit, scope)
-    common = set.intersection(*(_producible(ts) for ts in summary.transfer_syntaxes))
-    offer = Offer("multipart/related", part_type=_DICOM, transfer_syntaxes=tuple(sorted(common)))
-    return RetrievePlan(scope, negotiate(accept, [offer], accept_param=accept_param), instances=summary.instances)
+    stored = summary.transfer_syntaxes
+    common = frozenset.intersection(*(_producible(ts) for ts in stored))
+    choice = negotiate(accept, [_offer(common)], accept_param=accept_param)
+    wanted = choice.transfer_syntax
+    if wanted is not None and wanted != "*" and wanted not in UNCOMPRESSED and set(stored) != {wanted}:
+        # Whether pixels can be encoded in a syntax depends on them (a JPEG Baseline frame holds
+        # 8-bit samples only): check every instance once, for every such syntax the client might
+        # fall back to by q-value, then negotiate again without the ones that fail.
+        refused = await _refused_syntaxes(kit, scope, {ts for ts in common if ts not in UNCOMPRESSED})
+        if refused:
+            try:
+                choice = negotiate(accept, [_offer(common - refused.keys())], accept_param=accept_param)
+            except NotAcceptable as exc:
+                reasons = " ".join(refused[ts] for ts in sorted(refused))
+                raise NotAcceptable(f"{reasons} {exc.message}") from None
+    return RetrievePlan(scope, choice, instances=summary.instances)
+
+
+def _offer(syntaxes: Collection[str]) -> Offer:
+    return Offer("multipart/related", part_type=_DICOM, transfer_syntaxes=tuple(sorted(syntaxes)))
+
+
+async def _refused_syntaxes(kit: DicomWeb, scope: ResourceKey, candidates: set[str]) -> dict[str, str]:
+    """The ``candidates`` some instance under ``scope`` cannot be sent in, each with the reason."""
+    refused: dict[str, str] = {}
+    seen: set[tuple[str, PixelDescription | None]] = set()
+    records = kit.index.records(scope)
+    try:
+        async for record in records:
+            stored = record.transfer_syntax_uid
+            description = PixelDescription.from_attributes(record.attributes)
+            if (stored, description) in seen:
+                continue  # the same pixel layout gets the same answers: one check per layout
+            seen.add((stored, description))
+            for ts in candidates - refused.keys():
+                if reason := unproducible_reason(stored, description, ts):
+                    refused[ts] = (
+                        f"{_name(ts)} ({ts}) cannot be produced for instance {record.instance_uid}"
+                        f" (stored in {_name(stored)}): {reason}."
+                    )
+            if refused.keys() >= candidates:
+                break
+    finally:
+        aclose = getattr(records, "aclose", None)
+        if aclose is not None:
+            await aclose()
+    return refused
+
+
+def _name(transfer_syntax: str) -> str:
+    return UID(transfer_syntax).name
 
 
 #: A retrieve of at most this many instances lists them (blob key, size, headers: ~200 bytes each)
@@ -95,7 +166,8 @@ class _Part(NamedTuple):
     blob_key: str
     size: int  # the blob's size, as the index recorded it
     headers: dict[str, str]  # shared by all parts of one target transfer syntax
-    convert: bool  # transcode to Explicit VR Little Endian (size unknown up front)
+    stored: str  # the blob's transfer syntax
+    target: str | None  # transcode to this syntax (size unknown up front); None: as stored
 
 
 class RetrieveBody(NamedTuple):
@@ -128,7 +200,7 @@ async def retrieve_body(kit: DicomWeb, plan: RetrievePlan) -> RetrieveBody:
             await aclose()
     if not listed:  # emptied meanwhile
         raise ResourceNotFound(f"no {plan.scope.level or 'study'} {plan.scope} is stored here")
-    if any(part.convert for part in listed):
+    if any(part.target is not None for part in listed):
         return RetrieveBody(_framed(kit, _iterate(listed), plan.boundary, sized=False), None)
     length = multipart_length(((part.headers, part.size) for part in listed), plan.boundary)
     return RetrieveBody(_framed(kit, _iterate(listed), plan.boundary, sized=True), length)
@@ -146,17 +218,25 @@ def instance_parts(kit: DicomWeb, plan: RetrievePlan) -> AsyncIterator[bytes | m
 
 
 def _part_maker(plan: RetrievePlan) -> Callable[[InstanceRecord], _Part]:
-    headers_of: dict[str, dict[str, str]] = {}
-
     def make(record: InstanceRecord) -> _Part:
         stored = record.transfer_syntax_uid
-        syntax = plan.target_syntax(stored)
-        headers = headers_of.get(syntax)
-        if headers is None:
-            headers = headers_of[syntax] = {"Content-Type": f"{_DICOM}; transfer-syntax={syntax}"}
-        return _Part(record.blob_key, record.size, headers, syntax != stored)
+        syntax = plan.target_syntax(stored, record.attributes)
+        return _Part(record.blob_key, record.size, _headers(syntax), stored, None if syntax == stored else syntax)
 
     return make
+
+
+_HEADERS: dict[str, dict[str, str]] = {}
+
+
+def _headers(syntax: str) -> dict[str, str]:
+    """The part headers of one transfer syntax, built once (the UIDs come from a small set)."""
+    headers = _HEADERS.get(syntax)
+    if headers is None:
+        headers = {"Content-Type": f"{_DICOM}; transfer-syntax={syntax}"}
+        if len(_HEADERS) < 256:
+            _HEADERS[syntax] = headers
+    return headers
 
 
 async def _iterate(parts: list[_Part]) -> AsyncIterator[_Part]:
@@ -169,8 +249,9 @@ async def _framed(
 ) -> AsyncIterator[bytes | memoryview]:
     async def payloads() -> AsyncIterator[tuple[dict[str, str], AsyncIterator[bytes | memoryview]]]:
         async for part in parts:
-            if part.convert:
-                yield part.headers, _converted(kit, part.blob_key)
+            if part.target is not None:
+                syntax, data = await _converted(kit, part)
+                yield _headers(syntax), _one(data)
             elif sized:
                 yield part.headers, _exactly(kit.blobs.get(part.blob_key), part)
             else:
@@ -196,11 +277,27 @@ async def _exactly(chunks: AsyncIterator[bytes], part: _Part) -> AsyncIterator[b
         )
 
 
-async def _converted(kit: DicomWeb, blob_key: str) -> AsyncIterator[bytes]:
-    data = bytearray()
-    async for chunk in kit.blobs.get(blob_key):
-        data += chunk
-    yield await anyio.to_thread.run_sync(to_explicit_vr_little_endian, bytes(data))
+async def _converted(kit: DicomWeb, part: _Part) -> tuple[str, bytes]:
+    """The instance transcoded to ``part.target`` in a worker thread, and the syntax it is in.
+
+    Memory holds this one instance (blob, decoded pixels, result). A blob that the codecs cannot
+    read after all (a corrupt codestream) goes out as stored, or as Explicit VR Little Endian
+    where PS3.18 §8.7.3.5 forbids the stored syntax, with its own part header saying so
+    (§8.7.8.2 Note 1), rather than breaking the whole response off.
+    """
+    assert part.target is not None
+    data = b"".join([chunk async for chunk in kit.blobs.get(part.blob_key)])
+    try:
+        return part.target, await anyio.to_thread.run_sync(transcode, data, part.target)
+    except Exception as exc:  # pydicom and the codecs raise many kinds on bad data
+        log.warning("could not transcode %s to %s (%s); sending it as stored", part.blob_key, part.target, exc)
+    if part.stored in NOT_FOR_WEB:
+        return EXPLICIT_VR_LE, await anyio.to_thread.run_sync(to_explicit_vr_little_endian, data)
+    return part.stored, data
+
+
+async def _one(data: bytes) -> AsyncIterator[bytes]:
+    yield data
 
 
 def _with_base(metadata: bytes, service_url: str) -> bytes:
