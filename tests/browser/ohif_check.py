@@ -15,6 +15,7 @@ Every request OHIF made is printed, with its Accept header and our status.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import shutil
@@ -228,10 +229,8 @@ def dismiss_popups(driver: Any) -> None:
 
     for label in ("Skip all", "Confirm and hide"):
         for button in driver.find_elements(By.XPATH, f"//*[normalize-space(text())='{label}']"):
-            try:
+            with contextlib.suppress(Exception):  # hidden or gone meanwhile
                 button.click()
-            except Exception:  # hidden or gone meanwhile
-                pass
 
 
 def run(args: argparse.Namespace) -> int:
