@@ -24,6 +24,7 @@ from .errors import (
 )
 from .index import AddOutcome, IndexCapabilities, InstanceIndex, InstanceRecord, MatchRow, Page, ScopeSummary
 from .kit import DicomWeb
+from .pixels.layout import PixelLayout
 from .query.matching import DATE_TIME_VRS, NUMERIC_VRS, as_number, fold, instance_matches, pn_groups, pn_strip
 from .query.ordering import sort_entities, sort_key, sort_value
 from .query.qido_params import normalise_datetime, resolve_attribute
@@ -71,6 +72,7 @@ __all__ = [
     "OrderKey",
     "Page",
     "PayloadTooLarge",
+    "PixelLayout",
     "Query",
     "RangeMatch",
     "RequestTimeout",

@@ -12,6 +12,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import msgspec
 
+from .pixels.layout import PixelLayout
 from .query.terms import Query
 from .resources import Level, ResourceKey
 
@@ -40,6 +41,9 @@ class InstanceRecord(msgspec.Struct, frozen=True):
             Indexes store it as is and give it back byte for byte.
         attributes: the same object decoded (``{"00100010": {"vr": "PN", "Value": [...]}}``), for
             indexes that match in Python or extract their indexed columns from it.
+        pixel_layout: where the pixel data and each frame are in the blob (computed at ingest;
+            ``None`` for instances without pixel data and for records stored before it existed).
+            Indexes store it as given (e.g. ``msgspec.msgpack.encode``) and give it back.
     """
 
     study_uid: str
@@ -51,6 +55,7 @@ class InstanceRecord(msgspec.Struct, frozen=True):
     size: int
     metadata: msgspec.Raw
     attributes: dict[str, Any] = msgspec.field(default_factory=dict)
+    pixel_layout: PixelLayout | None = None
 
     @property
     def key(self) -> ResourceKey:

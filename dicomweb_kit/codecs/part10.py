@@ -8,6 +8,7 @@ too short so the caller can wait for more.
 from __future__ import annotations
 
 import io
+import zlib
 
 import msgspec
 import pydicom
@@ -106,12 +107,32 @@ def parse_header(prefix: bytes | bytearray | memoryview, /, *, complete: bool) -
     if not transfer_syntax:
         raise NotPart10("the file meta information has no Transfer Syntax UID (0002,0010)")
     header_length = fp.tell()
+    if transfer_syntax == pydicom.uid.DeflatedExplicitVRLittleEndian:
+        # pydicom inflated the data set into a buffer of its own: look for Pixel Data there.
+        pixel_data_vr = _deflated_pixel_data_vr(prefix, ds)
+    else:
+        pixel_data_vr = _pixel_data_vr(prefix, header_length, ds)
     return Part10Header(
         dataset=ds,
         transfer_syntax_uid=str(transfer_syntax),
-        pixel_data_vr=_pixel_data_vr(prefix, header_length, ds),
+        pixel_data_vr=pixel_data_vr,
         header_length=header_length,
     )
+
+
+def _deflated_pixel_data_vr(prefix: bytes | bytearray | memoryview, ds: Dataset) -> str | None:
+    """The VR of the Pixel Data element of a deflated data set (PS3.5 §A.5), if it has one."""
+    group_length = ds.file_meta.get("FileMetaInformationGroupLength")
+    if group_length is None:
+        return None
+    start = 132 + 12 + int(group_length)  # preamble, DICM, (0002,0000) element, file meta
+    try:
+        inflated = zlib.decompressobj(-zlib.MAX_WBITS).decompress(bytes(prefix[start:]))
+        fp = _Prefix(inflated, complete=True)
+        inner = pydicom.dcmread(fp, force=True, stop_before_pixels=True)
+    except Exception:  # a deflated stream we cannot follow: no pixel data as far as we can tell
+        return None
+    return _pixel_data_vr(inflated, fp.tell(), inner)
 
 
 def _pixel_data_vr(prefix: bytes | bytearray | memoryview, offset: int, ds: Dataset) -> str | None:

@@ -19,6 +19,7 @@ from ..codecs import dicom_json
 from ..codecs.part10 import HeaderIncomplete, NotPart10, Part10Header, has_part10_prefix, parse_header, to_part10
 from ..errors import InstanceRejected, PayloadTooLarge
 from ..index import InstanceRecord
+from ..pixels.layout import PixelLayout, PixelScanner, layout_from_bytes, layout_of
 from ..resources import ResourceKey, validate_uid
 
 if TYPE_CHECKING:
@@ -44,16 +45,25 @@ class PreparedInstance(msgspec.Struct, frozen=True):
     warning_reason: int | None = None
 
 
-# The Pixel Data tag (7FE0,0010) as it appears in little and big endian files: the header ends there.
-_PIXEL_DATA_TAGS = (b"\xe0\x7f\x10\x00", b"\x7f\xe0\x00\x10")
+# The Pixel Data tags (7FE0,0010), Float (7FE0,0008) and Double Float (7FE0,0009) Pixel Data as
+# they appear in little and big endian files: the header ends there.
+_PIXEL_DATA_TAGS = (
+    b"\xe0\x7f\x10\x00",
+    b"\x7f\xe0\x00\x10",
+    b"\xe0\x7f\x08\x00",
+    b"\x7f\xe0\x00\x08",
+    b"\xe0\x7f\x09\x00",
+    b"\x7f\xe0\x00\x09",
+)
 
 
 class _PrefixTee:
     """Passes chunks through to the blob store while keeping the header's bytes for parsing.
 
     It keeps bytes until the Pixel Data tag shows up (plus a little, for its VR), or until
-    ``limit``: an image's pixels are never copied. A false sighting inside some value only
-    costs a read-back of the stored blob (see ``_read_record``).
+    ``limit``: an image's pixels are never copied. From the tag on, a :class:`PixelScanner`
+    sees every chunk as it passes and finds where each frame is (item headers only). A false
+    sighting inside some value only costs a read-back of the stored blob (see ``_read_record``).
     """
 
     def __init__(self, chunks: AsyncIterable[bytes | memoryview], limit: int, max_bytes: int | None) -> None:
@@ -63,15 +73,21 @@ class _PrefixTee:
         self.prefix = bytearray()
         self.size = 0
         self._stop_at: int | None = None
+        self.scanner: PixelScanner | None = None
 
     async def __aiter__(self) -> AsyncIterator[bytes | memoryview]:
         async for chunk in self._chunks:
+            at = self.size
             self.size += len(chunk)
             if self._max_bytes is not None and self.size > self._max_bytes:
                 raise PayloadTooLarge(f"an instance is larger than the limit of {self._max_bytes} bytes")
             if self._stop_at is None or len(self.prefix) < self._stop_at:
                 self._keep(chunk)
+            if self.scanner is not None and not self.scanner.done:
+                self.scanner.feed(chunk, at)
             yield chunk
+        if self.scanner is not None:
+            self.scanner.close()
 
     def _keep(self, chunk: bytes | memoryview) -> None:
         scan_from = max(len(self.prefix) - 3, 132)
@@ -80,8 +96,12 @@ class _PrefixTee:
         if self._stop_at is None:
             found = [i for i in (self.prefix.find(tag, scan_from) for tag in _PIXEL_DATA_TAGS) if i >= 0]
             if found:
-                self._stop_at = min(found) + 16
+                start = min(found)
+                self._stop_at = start + 16
                 del self.prefix[self._stop_at :]
+                # The tag may have begun in an earlier chunk: show the scanner the kept bytes first.
+                self.scanner = PixelScanner(start)
+                self.scanner.feed(self.prefix[start:], start)
 
     @property
     def complete_in_prefix(self) -> bool:
@@ -247,7 +267,9 @@ async def _repaired(chunks: AsyncIterable[bytes | memoryview], limit: int) -> As
 async def _read_record(kit: DicomWeb, key: str, tee: _PrefixTee, size: int, threshold: int) -> InstanceRecord:
     """Parse the header from the kept bytes and build the record: one thread hop."""
     try:
-        return await anyio.to_thread.run_sync(_record_from, tee.prefix, tee.complete_in_prefix, key, size, threshold)
+        return await anyio.to_thread.run_sync(
+            _record_from, tee.prefix, tee.complete_in_prefix, key, size, threshold, tee.scanner
+        )
     except HeaderIncomplete:
         pass
     if tee.complete_in_prefix:  # pragma: no cover - parse_header with complete=True never asks for more
@@ -257,22 +279,30 @@ async def _read_record(kit: DicomWeb, key: str, tee: _PrefixTee, size: int, thre
     whole = bytearray()
     async for chunk in kit.blobs.get(key):
         whole += chunk
-    return await anyio.to_thread.run_sync(_record_from, whole, True, key, size, threshold)
+    return await anyio.to_thread.run_sync(_record_from, whole, True, key, size, threshold, None)
 
 
-def _record_from(prefix: bytearray, complete: bool, key: str, size: int, threshold: int) -> InstanceRecord:
+def _record_from(
+    prefix: bytearray, complete: bool, key: str, size: int, threshold: int, scanner: PixelScanner | None
+) -> InstanceRecord:
+    """``prefix`` is the whole file when ``scanner`` is ``None``."""
     try:
         header = parse_header(prefix, complete=complete)
     except NotPart10 as exc:
         raise _cannot_understand(str(exc)) from exc
-    return _make_record(header, key, size, threshold)
+    layout = layout_of(scanner, header) if scanner is not None else layout_from_bytes(prefix, header)
+    # No layout (a scan that started at a false sighting, deflated data): the frames service
+    # computes it from the blob when a frame is first asked for.
+    return _make_record(header, key, size, threshold, layout)
 
 
 def _cannot_understand(message: str) -> InstanceRejected:
     return InstanceRejected(message, failure_reason=status_codes.CANNOT_UNDERSTAND)
 
 
-def _make_record(header: Part10Header, key: str, size: int, bulk_data_threshold: int) -> InstanceRecord:
+def _make_record(
+    header: Part10Header, key: str, size: int, bulk_data_threshold: int, layout: PixelLayout | None = None
+) -> InstanceRecord:
     ds = header.dataset
     sop_class = _required_uid(ds, "SOPClassUID", None)
     sop_instance = _required_uid(ds, "SOPInstanceUID", sop_class)
@@ -314,6 +344,7 @@ def _make_record(header: Part10Header, key: str, size: int, bulk_data_threshold:
         size=size,
         metadata=msgspec.Raw(dicom_json.encode(attributes)),
         attributes=attributes,
+        pixel_layout=layout,
     )
 
 

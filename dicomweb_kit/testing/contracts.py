@@ -12,10 +12,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
+import msgspec
 import pytest
 
 from ..errors import ResourceNotFound
 from ..index import InstanceIndex, InstanceRecord
+from ..pixels.layout import PixelLayout
 from ..query.matching import instance_matches
 from ..query.ordering import sort_key
 from ..query.qido_params import parse_qido
@@ -172,6 +174,25 @@ class InstanceIndexContract:
         await instance_index.add(record, on_existing="keep")
         stored = await instance_index.get(record.key)
         assert stored is not None and bytes(stored.metadata) == bytes(record.metadata)
+
+    async def test_pixel_layout_round_trips(self, instance_index: InstanceIndex) -> None:
+        native = msgspec.structs.replace(
+            _record(STUDY_A, SERIES_A1, "1.2.3.5"),
+            pixel_layout=PixelLayout(0x7FE00010, "OW", 1234, 32, big_endian=True),
+        )
+        fragments = ((2000, 10), (2018, 7)), ((2033, 4),)
+        encapsulated = msgspec.structs.replace(
+            _record(STUDY_A, SERIES_A1, "1.2.3.6"),
+            pixel_layout=PixelLayout(0x7FE00010, "OB", 1990, 60, frames=fragments),
+        )
+        without = _record(STUDY_A, SERIES_A1, "1.2.3.7")
+        await instance_index.add_many([native, encapsulated], on_existing="keep")
+        await instance_index.add(without, on_existing="keep")
+        for record in (native, encapsulated, without):
+            stored = await instance_index.get(record.key)
+            assert stored is not None and stored.pixel_layout == record.pixel_layout
+        listed = [r.pixel_layout async for r in instance_index.records(ResourceKey(STUDY_A))]
+        assert listed == [native.pixel_layout, encapsulated.pixel_layout, None]
 
     async def test_records_by_scope_in_insertion_order(self, archive: InstanceIndex) -> None:
         assert await _keys(archive, ResourceKey(STUDY_A)) == [SERIES_A1 + ".1", SERIES_A1 + ".2", SERIES_A2 + ".1"]

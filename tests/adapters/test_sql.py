@@ -667,6 +667,35 @@ async def test_version_3_adds_value_entities_and_indexes(index: SqlIndex) -> Non
             assert got == expected, (params, level)
 
 
+async def test_version_4_adds_the_pixel_layout_column(index: SqlIndex) -> None:
+    import msgspec
+    from dicomweb_kit_adapters.sql.schema import instances, schema_version
+    from sqlalchemy import inspect, select, update
+
+    from dicomweb_kit import PixelLayout
+
+    old = _record("1.2.50", "1.2.50.1", "1.2.50.1.1")
+    await index.add(old, on_existing="keep")
+    engine = index._engine
+    async with engine.begin() as conn:  # back to the version 3 schema
+        await conn.execute(text(f"ALTER TABLE {instances.name} DROP COLUMN pixel_layout"))
+        await conn.execute(update(schema_version).values(version=3))
+    await index.open()  # upgrades to version 4
+
+    def columns(sync: Any) -> set[str]:
+        return {column["name"] for column in inspect(sync).get_columns(instances.name)}
+
+    async with engine.connect() as conn:
+        assert await conn.scalar(select(schema_version.c.version)) == SCHEMA_VERSION
+        assert "pixel_layout" in await conn.run_sync(columns)
+    stored = await index.get(old.key)
+    assert stored is not None and stored.pixel_layout is None  # stored before: computed lazily
+    layout = PixelLayout(0x7FE00010, "OB", 900, 40, frames=(((908, 10),), ((926, 6),)))
+    new = msgspec.structs.replace(_record("1.2.50", "1.2.50.1", "1.2.50.1.2"), pixel_layout=layout)
+    await index.add(new, on_existing="keep")
+    assert [r.pixel_layout async for r in index.records(ResourceKey("1.2.50"))] == [None, layout]
+
+
 async def test_add_many_is_one_group_in_insertion_order(index: SqlIndex) -> None:
     # Study/series uids deliberately out of sort order: ids must follow first appearance.
     first = _record("1.2.9", "1.2.9.9", "1.2.9.9.1", PatientID="A")

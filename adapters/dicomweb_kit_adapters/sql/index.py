@@ -25,6 +25,7 @@ from dicomweb_kit import (
     IndexCapabilities,
     InstanceRecord,
     Page,
+    PixelLayout,
     Query,
     ResourceKey,
     ScopeSummary,
@@ -44,6 +45,10 @@ T = TypeVar("T")
 _ATTEMPTS: Final = 12
 _BATCH: Final = 500
 _RECORDS_PAGE: Final = 1000  # a 500-instance series in one page, and no empty second one
+
+
+_encode_layout = msgspec.msgpack.Encoder().encode
+_decode_layout = msgspec.msgpack.Decoder(PixelLayout).decode
 
 
 def _decode(data: bytes) -> dict[str, Any]:
@@ -310,6 +315,7 @@ class SqlIndex:
                     "blob_key": record.blob_key,
                     "size": record.size,
                     "metadata": bytes(record.metadata),
+                    "pixel_layout": None if record.pixel_layout is None else _encode_layout(record.pixel_layout),
                 }
             )
         if len(rows) == 1:
@@ -502,6 +508,7 @@ def _record_select() -> Any:
         instances.c.blob_key,
         instances.c.size,
         instances.c.metadata,
+        instances.c.pixel_layout,
     ).select_from(
         instances.join(series, series.c.id == instances.c.series_id).join(studies, studies.c.id == instances.c.study_id)
     )
@@ -535,4 +542,5 @@ def _record(row: Any) -> InstanceRecord:
         size=int(row.size),
         metadata=msgspec.Raw(data),
         attributes=_decode(data),
+        pixel_layout=None if row.pixel_layout is None else _decode_layout(bytes(row.pixel_layout)),
     )

@@ -163,10 +163,24 @@ async def _v3_value_entities(conn: AsyncConnection, kind: Kind) -> None:
         await conn.run_sync(study_sop.create)
 
 
+async def _v4_pixel_layout(conn: AsyncConnection, _kind: Kind) -> None:
+    """Add the nullable ``instances.pixel_layout`` column (where each frame is in the blob).
+    Existing rows keep NULL: the core computes their layout from the blob when a frame is asked
+    for. Idempotent: a database created at version 4 already has it."""
+
+    def columns(sync: Any) -> set[str]:
+        return {column["name"] for column in inspect(sync).get_columns(instances.name)}
+
+    if "pixel_layout" not in await conn.run_sync(columns):
+        column_type = instances.c.pixel_layout.type.compile(dialect=conn.dialect)
+        await conn.execute(text(f"ALTER TABLE {instances.name} ADD COLUMN pixel_layout {column_type} NULL"))
+
+
 MIGRATIONS: Final[list[tuple[int, Step]]] = [
     (1, _v1_create_tables),
     (2, _v2_ordered_number_keys),
     (3, _v3_value_entities),
+    (4, _v4_pixel_layout),
 ]
 SCHEMA_VERSION: Final = MIGRATIONS[-1][0]
 

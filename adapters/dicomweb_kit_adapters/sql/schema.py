@@ -8,7 +8,7 @@
   exact normalised forms; see ``search.py``).
 * ``instances``: ``id`` is the insertion sequence; ``study_id``/``series_id`` are both kept so
   a study-level ``EXISTS`` needs no join; ``metadata`` holds the record's DICOM JSON bytes as
-  given (bytea / BLOB / LONGBLOB).
+  given (bytea / BLOB / LONGBLOB); ``pixel_layout`` the record's frame layout as msgpack (version 4).
 * ``instance_values``: the match and sort values (``extract.py``), one row per value (per PN group)
   of every indexed attribute, default or operator-configured (``extra_indexed``). A single
   table, rather than fixed columns plus an ``extra_attributes`` table, because the contract is
@@ -165,6 +165,8 @@ instances = Table(
     Column("blob_key", String(1024), nullable=False),
     Column("size", BigInteger, nullable=False),
     Column("metadata", _blob, nullable=False),
+    # Version 4: the record's PixelLayout (msgpack), NULL without pixel data or when stored before.
+    Column("pixel_layout", _blob, nullable=True),
     Column("stored_at", DateTime(timezone=True), nullable=False, server_default=func.current_timestamp()),
     Index("dwk_instances_order", "study_id", "series_id", "id"),
     Index("dwk_instances_series", "series_id", "id"),
