@@ -30,6 +30,7 @@ import numpy as np
 import pydicom
 from PIL import Image
 from pydicom.dataset import Dataset
+from pydicom.pixels.processing import apply_modality_lut
 from pydicom.pixels.utils import pixel_array
 
 from ..codecs.multipart import multipart_content_type, new_boundary, write_multipart
@@ -39,8 +40,9 @@ from ..index import InstanceRecord
 from ..media_types import Offer, negotiate
 from ..pixels.description import PixelDescription
 from ..pixels.encode import encode_frames, encode_image, image_media_types, video_media_types
-from ..pixels.render import RenderParams, render_image
+from ..pixels.render import RenderParams, render_image, voi_window
 from ..pixels.viewport import Viewport
+from ..pixels.window import min_max_window
 from ..resources import ResourceKey
 
 if TYPE_CHECKING:
@@ -213,8 +215,15 @@ async def _encode_one(source: _Source, number: int, params: RenderParams, media_
 
 async def _encode_many(source: _Source, numbers: Sequence[int], params: RenderParams, media_type: str) -> bytes:
     # An animation or video is encoded whole: the rendered 8-bit frames are held until then.
+    ds = await source.header()
+    if params.window is None and voi_window(ds) is None and "VOILUTSequence" not in ds:
+        # Without a VOI of its own, every frame takes the first frame's range: a per-frame
+        # min/max would make a cine loop flicker.
+        first = await source.frame(numbers[0])
+        if first.ndim == 2:
+            params = msgspec.structs.replace(params, window=min_max_window(apply_modality_lut(first, ds)))
     images = [await _render(source, number, params) for number in numbers]
-    rate = frame_rate(await source.header())
+    rate = frame_rate(ds)
     work = functools.partial(encode_frames, images, media_type, frame_rate=rate, quality=params.quality)
     return await _in_thread(work)
 
