@@ -27,14 +27,13 @@ if TYPE_CHECKING:
 
 __all__ = ["download", "wants_zip"]
 
-# The retrieve's own offer, with every transfer syntax, only to rank it against the archive;
-# the retrieve then negotiates its real offer (what the stored instances can be sent in).
-_RETRIEVE = Offer(
-    "multipart/related",
-    part_type="application/dicom",
-    transfer_syntaxes=tuple(sorted({*map(str, AllTransferSyntaxes), *TRANSFER_SYNTAX_MEDIA_TYPES})),
-)
-_OFFERS = [_RETRIEVE, Offer(archive.ZIP)]
+# The two representations with every transfer syntax, only to rank them by the client's
+# preference; the one chosen then negotiates for real (what the stored instances allow).
+_ANY_SYNTAX = tuple(sorted({*map(str, AllTransferSyntaxes), *TRANSFER_SYNTAX_MEDIA_TYPES}))
+_OFFERS = [
+    Offer("multipart/related", part_type="application/dicom", transfer_syntaxes=_ANY_SYNTAX),
+    Offer(archive.ZIP, transfer_syntaxes=_ANY_SYNTAX),
+]
 _TRUE = frozenset({"true", "1", "yes"})
 _FALSE = frozenset({"false", "0", "no", ""})
 
