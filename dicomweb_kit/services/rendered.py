@@ -31,9 +31,9 @@ import pydicom
 from PIL import Image
 from pydicom.dataset import Dataset
 from pydicom.pixels.processing import apply_modality_lut
-from pydicom.pixels.utils import pixel_array
 
 from ..codecs.multipart import multipart_content_type, new_boundary, write_multipart
+from ..codecs.pixel_codecs import decode_frame
 from ..codecs.structured_report import SR_MEDIA_TYPES, is_structured_report, render_report
 from ..errors import InvalidRequest, NotAcceptable, PayloadTooLarge, ResourceNotFound, StorageUnavailable
 from ..index import InstanceRecord
@@ -44,6 +44,7 @@ from ..pixels.render import RenderParams, render_image, voi_window
 from ..pixels.viewport import Viewport
 from ..pixels.window import min_max_window
 from ..resources import ResourceKey
+from .frames import PixelSource, check_frame_numbers, parse_frame_list, pixel_source, read_header, read_span
 
 if TYPE_CHECKING:
     from ..kit import DicomWeb
@@ -51,7 +52,6 @@ if TYPE_CHECKING:
 __all__ = [
     "Rendered",
     "frame_rate",
-    "parse_frame_list",
     "render_frames",
     "render_instance",
     "render_scope",
@@ -116,43 +116,52 @@ def _no_rendering(record: InstanceRecord) -> NotAcceptable:
 
 
 class _Source:
-    """The header and decoded frames of one instance.
+    """The header and decoded frames of one image instance.
 
-    Reads the blob once and decodes frames with pydicom. TODO(frames): switch to
-    ``services.frames.read_frame`` + ``pixel_codecs.decode_frame`` once it is on main, so a frame
-    costs one ranged read instead of the whole blob.
+    Each frame is a ranged read of the blob (``services.frames``) decoded by
+    ``pixel_codecs.decode_frame``; the header is one more ranged read (it holds the LUT data,
+    which the record's DICOM JSON may keep only as a BulkDataURI). The blob is never read whole.
     """
 
     def __init__(self, kit: DicomWeb, record: InstanceRecord) -> None:
         self.kit = kit
         self.record = record
-        self._data: bytes | None = None
+        self._pixels: PixelSource | None = None
         self._header: Dataset | None = None
 
-    async def _blob(self) -> bytes:
-        if self._data is None:
-            self._data = await _read_blob(self.kit, self.record, limit=None)
-        return self._data
+    async def pixels(self) -> PixelSource:
+        """The located pixel data (frame count, description, where each frame is)."""
+        if self._pixels is None:
+            try:
+                source = await pixel_source(self.kit, self.record)
+            except ResourceNotFound as exc:  # the record exists: its pixels cannot be read
+                raise NotAcceptable(f"instance {self.record.instance_uid} cannot be rendered: {exc}") from exc
+            if source is None or source.description is None:
+                raise _no_rendering(self.record)
+            self._pixels = source
+        return self._pixels
 
     async def header(self) -> Dataset:
         if self._header is None:
-            data = await self._blob()
-            self._header = await anyio.to_thread.run_sync(_read_header, data)
+            header, _ = await read_header(self.kit, self.record)
+            self._header = header.dataset
         return self._header
 
     async def frame(self, number: int) -> np.ndarray:
-        """Frame ``number`` (1-based), decoded as pydicom does by default (YBR comes back as RGB)."""
-        data = await self._blob()
-        return await anyio.to_thread.run_sync(_load_frame, data, number - 1)
+        """Frame ``number`` (1-based), decoded with YBR turned into RGB as pydicom's ``pixel_array`` does."""
+        pixels = await self.pixels()
+        check_frame_numbers([number], pixels.count, self.record.key)
+        data = await read_span(self.kit, pixels, pixels.span(number))
+        assert pixels.description is not None  # checked in pixels()
+        return await anyio.to_thread.run_sync(_load_frame, data, pixels.description, pixels.transfer_syntax_uid)
 
 
-def _load_frame(data: bytes, index: int) -> np.ndarray:
-    """One frame of the Part 10 file ``data``; the single decoding entry point (tests count calls)."""
+def _load_frame(data: bytes, description: PixelDescription, transfer_syntax_uid: str) -> np.ndarray:
+    """Decode one frame; the single decoding entry point (the thumbnail cache tests count calls)."""
     try:
-        array: np.ndarray = pixel_array(io.BytesIO(data), index=index)
+        return decode_frame(data, description, transfer_syntax_uid, as_rgb=True)
     except Exception as exc:  # pydicom raises many kinds on data it cannot decode
         raise NotAcceptable(f"the pixel data cannot be decoded here: {type(exc).__name__}: {exc}") from exc
-    return array
 
 
 def _read_header(data: bytes) -> Dataset:
@@ -253,25 +262,6 @@ async def _record(kit: DicomWeb, key: ResourceKey) -> InstanceRecord:
     return record
 
 
-def parse_frame_list(text: str, frames: int, /) -> list[int]:
-    """The frame numbers of a ``frames/{list}`` path (PS3.18 §10.4.1.1.5: comma-separated, 1-based).
-
-    Raises:
-        InvalidRequest: not a list of positive integers.
-        ResourceNotFound: a number beyond the instance's frames.
-    """
-    numbers = []
-    for part in text.split(","):
-        part = part.strip()
-        if not part.isdigit() or int(part) < 1:
-            raise InvalidRequest(f"the frame list must be comma-separated positive integers; got {text!r}")
-        numbers.append(int(part))
-    beyond = [n for n in numbers if n > frames]
-    if beyond:
-        raise ResourceNotFound(f"frame {beyond[0]} does not exist: the instance has {frames} frame(s)")
-    return numbers
-
-
 async def render_instance(
     kit: DicomWeb, key: ResourceKey, params: RenderParams, accept: str | None, /, *, accept_param: str | None = None
 ) -> Rendered:
@@ -287,10 +277,9 @@ async def render_instance(
     if _is_pdf(record):
         negotiate(accept, [Offer(_PDF)], accept_param=accept_param)
         return _one(await _pdf(kit, record), _PDF)
-    frames = _frames_of(record)
-    if not frames:
+    if not _frames_of(record):
         raise _no_rendering(record)
-    return await _render_image_frames(kit, record, list(range(1, frames + 1)), params, accept, accept_param)
+    return await _render_image_frames(kit, record, None, params, accept, accept_param)
 
 
 async def render_frames(
@@ -304,24 +293,28 @@ async def render_frames(
     accept_param: str | None = None,
 ) -> Rendered:
     """The rendered frames ``frame_list`` of instance ``key`` (PS3.18 §10.4.1.1.3)."""
+    numbers = parse_frame_list(frame_list)
     record = await _record(kit, key)
-    frames = _frames_of(record)
-    if not frames:
+    if not _frames_of(record):
         raise _no_rendering(record)
-    numbers = parse_frame_list(frame_list, frames)
     return await _render_image_frames(kit, record, numbers, params, accept, accept_param)
 
 
 async def _render_image_frames(
     kit: DicomWeb,
     record: InstanceRecord,
-    numbers: list[int],
+    numbers: list[int] | None,
     params: RenderParams,
     accept: str | None,
     accept_param: str | None,
 ) -> Rendered:
-    choice = negotiate(accept, _image_offers(len(numbers)), accept_param=accept_param)
+    """``numbers`` (``None``: every frame) of an image instance, in the negotiated media type."""
     source = _Source(kit, record)
+    pixels = await source.pixels()
+    if numbers is None:
+        numbers = list(range(1, pixels.count + 1))
+    check_frame_numbers(numbers, pixels.count, record.key)
+    choice = negotiate(accept, _image_offers(len(numbers)), accept_param=accept_param)
     offer = choice.offer
     if offer.media_type == _MULTIPART:
         assert offer.part_type is not None
@@ -364,9 +357,9 @@ async def render_scope(
             if not frames or is_structured_report(record.sop_class_uid) or _is_pdf(record):
                 continue
             source = _Source(kit, record)
-            numbers = list(range(1, frames + 1))
             try:
-                if part_type == "image/gif" and frames > 1:
+                numbers = list(range(1, (await source.pixels()).count + 1))
+                if part_type == "image/gif" and len(numbers) > 1:
                     data = await _encode_many(source, numbers, params, part_type)
                     yield {"Content-Type": part_type}, _chunks(data)
                     continue
@@ -437,10 +430,11 @@ async def thumbnail(
     if cached is not None:
         return _one(cached, media_type)
     record = await (_record(kit, scope) if scope.instance is not None else _representative(kit, scope))
-    frames = _frames_of(record)
-    if not frames:
+    if not _frames_of(record):
         raise _no_rendering(record)
-    number = parse_frame_list(frame_list, frames)[0] if frame_list is not None else (frames + 1) // 2
-    data = await _encode_one(_Source(kit, record), number, RenderParams(viewport=viewport), media_type)
+    source = _Source(kit, record)
+    count = (await source.pixels()).count
+    number = parse_frame_list(frame_list)[0] if frame_list is not None else (count + 1) // 2
+    data = await _encode_one(source, number, RenderParams(viewport=viewport), media_type)
     await kit.render_cache.put(cache_key, data)
     return _one(data, media_type)

@@ -264,3 +264,18 @@ async def test_pdf_larger_than_the_limit_is_413(make_kit: Callable[..., DicomWeb
             await store(client, part10_bytes(ds))
             r = await client.get(path_of(ds) + "/rendered")
     assert r.status_code == 413 and "max_rendered_document_bytes" in r.text
+
+
+@pytest.mark.parametrize(
+    ("name", "frame"),
+    [("examples_ybr_color.dcm", 7), ("MR_small_RLE.dcm", 1), ("JPEG2000.dcm", 1), ("SC_rgb_jpeg_gdcm.dcm", 1)],
+)
+async def test_compressed_frames_match_pydicom(client: httpx.AsyncClient, name: str, frame: int) -> None:
+    path = FILES / name
+    ds = pydicom.dcmread(path)
+    await store(client, path.read_bytes())
+    got = png(await client.get(path_of(ds) + f"/frames/{frame}/rendered", headers={"Accept": "image/png"}))
+    decoded = pixel_array(path, index=frame - 1)  # pydicom's own decoding, YBR as RGB
+    photometric = "RGB" if str(ds.PhotometricInterpretation).startswith("YBR") else None
+    expected = display_array(decoded, ds, photometric=photometric, frame_index=frame - 1)
+    assert got.shape == expected.shape and np.abs(got.astype(int) - expected.astype(int)).max() <= 1
