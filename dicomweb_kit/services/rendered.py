@@ -342,7 +342,12 @@ async def render_scope(
     kit: DicomWeb, scope: ResourceKey, params: RenderParams, accept: str | None, /, *, accept_param: str | None = None
 ) -> Rendered:
     """A rendered study or series: multipart/related of its rendered image instances (PS3.18
-    §10.4.1.1.3), one instance in memory at a time."""
+    §10.4.1.1.3), one instance in memory at a time.
+
+    An instance that cannot be rendered (no pixels, a codec we lack, a source region outside it)
+    is left out. The first part is rendered before the response starts, so a scope with nothing
+    to show answers with that error (406 or 400) rather than an empty multipart body.
+    """
     summary = await kit.index.summary(scope)
     if summary is None:
         raise ResourceNotFound(f"no {scope.level} {scope} is stored here")
@@ -351,10 +356,11 @@ async def render_scope(
     assert part_type is not None
     boundary = new_boundary()
 
+    failure: list[NotAcceptable | InvalidRequest] = []
+
     async def parts() -> AsyncIterator[tuple[dict[str, str], AsyncIterator[bytes]]]:
         async for record in kit.index.records(scope):
-            frames = _frames_of(record)
-            if not frames or is_structured_report(record.sop_class_uid) or _is_pdf(record):
+            if not _frames_of(record) or is_structured_report(record.sop_class_uid) or _is_pdf(record):
                 continue
             source = _Source(kit, record)
             try:
@@ -366,10 +372,21 @@ async def render_scope(
                 async for part in _frame_parts(source, numbers, params, part_type):
                     yield part
             except (NotAcceptable, InvalidRequest) as exc:
-                # The response has started: an instance that cannot be rendered is left out.
                 log.warning("rendered %s: instance %s left out: %s", scope, record.instance_uid, exc)
+                failure[:] = [exc]
 
-    return Rendered(multipart_content_type(part_type, boundary), write_multipart(parts(), boundary))
+    generator = parts()
+    first = await anext(generator, None)
+    if first is None:
+        raise failure[0] if failure else NotAcceptable(f"{scope.level} {scope} has no image instance to render")
+
+    async def all_parts() -> AsyncIterator[tuple[dict[str, str], AsyncIterator[bytes]]]:
+        assert first is not None
+        yield first
+        async for part in generator:
+            yield part
+
+    return Rendered(multipart_content_type(part_type, boundary), write_multipart(all_parts(), boundary))
 
 
 # -------------------------------------------------------------------------------------- thumbnail

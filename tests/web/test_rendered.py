@@ -279,3 +279,18 @@ async def test_compressed_frames_match_pydicom(client: httpx.AsyncClient, name: 
     photometric = "RGB" if str(ds.PhotometricInterpretation).startswith("YBR") else None
     expected = display_array(decoded, ds, photometric=photometric, frame_index=frame - 1)
     assert got.shape == expected.shape and np.abs(got.astype(int) - expected.astype(int)).max() <= 1
+
+
+async def test_study_with_nothing_to_render(client: httpx.AsyncClient) -> None:
+    pdf, _ = pdf_dataset()
+    await store(client, part10_bytes(pdf))
+    r = await client.get(f"/studies/{pdf.StudyInstanceUID}/rendered")
+    assert r.status_code == 406 and "no image instance" in r.text
+    small = image_dataset([ramp()], study=pdf.StudyInstanceUID)  # 8x6: the region starts outside it
+    large = image_dataset([ramp(rows=40, columns=40)], study=pdf.StudyInstanceUID)
+    await store(client, part10_bytes(small))
+    r = await client.get(f"/studies/{pdf.StudyInstanceUID}/rendered", params={"viewport": "10,10,20,20,5,5"})
+    assert r.status_code == 400 and "outside" in r.text
+    await store(client, part10_bytes(large))  # now one instance has the region: it alone is sent
+    r = await client.get(f"/studies/{pdf.StudyInstanceUID}/rendered", params={"viewport": "10,10,20,20,5,5"})
+    assert r.status_code == 200 and len(parts(r)) == 1
