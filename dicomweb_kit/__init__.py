@@ -40,6 +40,7 @@ from .query.terms import (
     Universal,
     Wildcard,
 )
+from .render_cache import MemoryRenderCache, RenderCache
 from .resources import Level, ResourceKey, validate_uid
 from .settings import Settings
 from .storage import BlobInfo, BlobStore
@@ -66,6 +67,7 @@ __all__ = [
     "Level",
     "MalformedMultipart",
     "MatchRow",
+    "MemoryRenderCache",
     "Matcher",
     "MethodNotAllowed",
     "NotAcceptable",
@@ -75,6 +77,7 @@ __all__ = [
     "PixelLayout",
     "Query",
     "RangeMatch",
+    "RenderCache",
     "RequestTimeout",
     "ResourceKey",
     "ResourceNotFound",
