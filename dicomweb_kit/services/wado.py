@@ -16,7 +16,6 @@ from ..codecs.multipart import multipart_length, new_boundary, write_multipart
 from ..codecs.pixel_codecs import can_decode
 from ..codecs.transcode import (
     UNCOMPRESSED,
-    producible,
     producible_for_syntax,
     to_explicit_vr_little_endian,
     transcode,
@@ -88,10 +87,12 @@ class RetrievePlan(msgspec.Struct, frozen=True):
             return _default_syntax(stored)
         if wanted == "*":  # as stored, except where PS3.18 §8.7.3.5 forbids it
             return EXPLICIT_VR_LE if stored in NOT_FOR_WEB else stored
-        if wanted == stored or (
-            wanted in _producible(stored) and (attributes is None or wanted in producible(stored, attributes))
-        ):
+        if attributes is None and wanted in _producible(stored):
             return wanted
+        if attributes is not None:
+            description = PixelDescription.from_attributes(attributes)
+            if unproducible_reason(stored, description, wanted) is None:
+                return wanted
         # Planning checked every instance, so only one stored after it gets here: it goes out
         # as it would by default rather than breaking the response off.
         return _default_syntax(stored)
