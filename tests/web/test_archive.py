@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pydicom
 import pytest
-from conftest import LiveServer, host_app
+from conftest import PYDICOM_TEST_FILES, LiveServer, host_app
 from pydicom.fileset import FileSet
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 
@@ -316,3 +316,20 @@ async def test_the_archive_streams(make_kit: Callable[..., DicomWeb]) -> None:
     archive = zipfile.ZipFile(io.BytesIO(body))
     assert archive.testzip() is None
     assert sorted(by_uid(archive)) == sorted(pydicom.dcmread(io.BytesIO(b)).SOPInstanceUID for b in blobs)
+
+
+@pytest.mark.parametrize(("name", "kind"), [("test-SR.dcm", "SR DOCUMENT"), ("rtplan.dcm", "RT PLAN")])
+async def test_dicomdir_records_of_other_objects(
+    client: httpx.AsyncClient, tmp_path: Path, name: str, kind: str
+) -> None:
+    blob = read_file(str(PYDICOM_TEST_FILES / name))
+    await store(client, blob)
+    ds = pydicom.dcmread(io.BytesIO(blob))
+    response = await client.get(f"/studies/{ds.StudyInstanceUID}", params={"accept": ZIP, "dicomdir": "true"})
+    read_zip(response).extractall(tmp_path)
+    dicomdir = pydicom.dcmread(tmp_path / "DICOMDIR")
+    assert [r.DirectoryRecordType for r in dicomdir.DirectoryRecordSequence] == ["PATIENT", "STUDY", "SERIES", kind]
+    with file_set_of(tmp_path / "DICOMDIR") as file_set:
+        [instance] = list(file_set)
+        assert instance.SOPInstanceUID == ds.SOPInstanceUID
+        assert read_file(instance.path) == blob
