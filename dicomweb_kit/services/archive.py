@@ -1,11 +1,12 @@
 """Study, series and instance download as one ``application/zip`` archive, streamed.
 
-``application/zip`` for WADO-RS retrieve comes from DICOM Supplement 211 ("DICOMweb support for
-application/zip"): the whole study or series as one file that a browser can save, for people
-and for machine-learning pipelines that do not speak ``multipart/related``. PS3.18 2025a does
-not list it in Table 10.4.4-1 yet, so it is an optional extra here: ``multipart/related;
-type="application/dicom"`` stays the default, and the archive is sent only when the client asks
-for it (``Accept: application/zip`` or ``?accept=application/zip``, PS3.18 §8.3.3.1).
+``application/zip`` for WADO-RS retrieve comes from DICOM Supplement 211 ("DICOMweb Support for
+the application/zip Payload"): the whole study or series as one file that a browser can save, for
+people and for machine-learning pipelines that do not speak ``multipart/related``. Table 10.4.4-1
+of PS3.18 2025a has no ``application/zip`` row for Instance Resources, so it is optional here:
+``multipart/related; type="application/dicom"`` stays the default, and the archive is sent only
+when the client prefers it (``Accept: application/zip`` or ``?accept=application/zip``, PS3.18
+§8.3.3.1). No Content-Length: the archive's size is known only once it is written.
 
 The archive holds the instances **as stored** (Part 10 files, byte for byte): it is an archive of
 stored objects, so no transfer syntax is applied. ``application/zip; transfer-syntax=X`` is
