@@ -17,6 +17,7 @@ import hashlib
 import os
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import anyio.to_thread
@@ -52,7 +53,7 @@ class FileRenderCache:
         path = self._path(key)
         try:
             data = path.read_bytes()
-            os.utime(path)  # recently used: evicted last
+            _touch(path)  # recently used: evicted last
         except OSError:
             return None
         return data
@@ -64,6 +65,7 @@ class FileRenderCache:
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
+            _touch(temp)
             with self._lock:
                 size = self._scanned()
                 with contextlib.suppress(OSError):
@@ -96,3 +98,9 @@ class FileRenderCache:
                 size = entry.stat().st_size
                 os.unlink(entry.path)
                 self._size -= size
+
+
+def _touch(path: str | Path) -> None:
+    # The clock, not the filesystem's coarser timestamp tick, so recent uses order correctly.
+    now = time.time_ns()
+    os.utime(path, ns=(now, now))
