@@ -81,8 +81,9 @@ _JPEG_XL = "1.2.840.10008.1.2.4.112"
 _BULK_TABLE: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
     ("application/octet-stream", (EXPLICIT_VR_LE, ENCAPSULATED_UNCOMPRESSED_EXPLICIT_VR_LE)),
     (
+        # Table 8.7.3-5 marks JPEG Lossless SV1 as image/jpeg's default (D), the others optional.
         "image/jpeg",
-        (str(_uid.JPEGBaseline8Bit), str(_uid.JPEGExtended12Bit), str(_uid.JPEGLossless), str(_uid.JPEGLosslessSV1)),
+        (str(_uid.JPEGLosslessSV1), str(_uid.JPEGBaseline8Bit), str(_uid.JPEGExtended12Bit), str(_uid.JPEGLossless)),
     ),
     ("image/dicom-rle", (str(_uid.RLELossless),)),
     ("image/jls", (str(_uid.JPEGLSLossless), str(_uid.JPEGLSNearLossless))),

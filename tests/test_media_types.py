@@ -255,7 +255,7 @@ def test_transfer_syntax_table() -> None:
     assert media_type_for_transfer_syntax(IMPLICIT_VR_LE) is None
     assert transfer_syntaxes_for_media_type("image/x-jls")[0] == "1.2.840.10008.1.2.4.80"
     assert DEFAULT_TRANSFER_SYNTAX["application/dicom"] == EXPLICIT_VR_LE
-    assert DEFAULT_TRANSFER_SYNTAX["image/jpeg"] == JPEG
+    assert DEFAULT_TRANSFER_SYNTAX["image/jpeg"] == "1.2.840.10008.1.2.4.70"  # Table 8.7.3-5: JPEG Lossless SV1
 
 
 def test_not_for_web() -> None:
