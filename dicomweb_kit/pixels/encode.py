@@ -98,7 +98,13 @@ def _video(images: Sequence[Image.Image], media_type: str, frame_rate: float, qu
     container_format, encoder = _VIDEO[media_type]
     # 4:2:0 chroma needs even sides; pad by repeating the last row/column rather than scaling.
     width, height = images[0].width + images[0].width % 2, images[0].height + images[0].height % 2
-    rate = Fraction(frame_rate).limit_denominator(1000) if encoder == "libx264" else Fraction(25)
+    repeats = 1
+    if encoder == "libx264":
+        rate = Fraction(frame_rate).limit_denominator(1000)
+    else:
+        # MPEG-2 allows only a few frame rates (ISO/IEC 13818-2 Table 6-4): play at 25 per second
+        # and show each frame as many times as keeps the cine's own speed.
+        rate, repeats = Fraction(25), max(1, round(25 / frame_rate))
     out = io.BytesIO()
     with av.open(out, "w", format=container_format) as container:
         stream = container.add_stream(encoder, rate=rate)
@@ -110,9 +116,10 @@ def _video(images: Sequence[Image.Image], media_type: str, frame_rate: float, qu
         elif quality is not None:
             stream.bit_rate = int(width * height * 25 * (0.05 + quality / 100))
         for image in images:
-            rgb = _padded(image.convert("RGB"), width, height)
-            for packet in stream.encode(av.VideoFrame.from_image(rgb)):
-                container.mux(packet)
+            frame = av.VideoFrame.from_image(_padded(image.convert("RGB"), width, height))
+            for _ in range(repeats):
+                for packet in stream.encode(frame):
+                    container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
     return out.getvalue()

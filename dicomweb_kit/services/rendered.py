@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from ..kit import DicomWeb
 
 __all__ = [
+    "MAX_ANIMATION_BYTES",
     "Rendered",
     "frame_rate",
     "render_frames",
@@ -64,6 +65,9 @@ _PDF = "application/pdf"
 _ENCAPSULATED_PDF_STORAGE = "1.2.840.10008.5.1.4.1.1.104.1"
 _MULTIPART = "multipart/related"
 _T = TypeVar("_T")
+
+#: The most bytes of rendered 8-bit frames an animated image/gif or a video holds before encoding.
+MAX_ANIMATION_BYTES = 512 << 20
 
 
 class Rendered(NamedTuple):
@@ -231,7 +235,17 @@ async def _encode_many(source: _Source, numbers: Sequence[int], params: RenderPa
         first = await source.frame(numbers[0])
         if first.ndim == 2:
             params = msgspec.structs.replace(params, window=min_max_window(apply_modality_lut(first, ds)))
-    images = [await _render(source, number, params) for number in numbers]
+    images: list[Image.Image] = []
+    held = 0
+    for number in numbers:
+        image = await _render(source, number, params)
+        held += image.width * image.height * len(image.getbands())
+        if held > MAX_ANIMATION_BYTES:
+            raise PayloadTooLarge(
+                f"{len(numbers)} rendered frames would take more than {MAX_ANIMATION_BYTES >> 20} MiB to encode;"
+                " ask for fewer frames (frames/{list}/rendered) or smaller ones (viewport)"
+            )
+        images.append(image)
     rate = frame_rate(ds)
     work = functools.partial(encode_frames, images, media_type, frame_rate=rate, quality=params.quality)
     return await _in_thread(work)

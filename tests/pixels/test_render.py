@@ -301,7 +301,7 @@ def test_video_decodes_with_pyav(media_type: str) -> None:
     av = pytest.importorskip("av")
     assert media_type in video_media_types()
     frames = [Image.fromarray(np.full((15, 21), v, dtype=np.uint8)) for v in range(0, 250, 25)]
-    data = encode_frames(frames, media_type, frame_rate=10, quality=90)
+    data = encode_frames(frames, media_type, frame_rate=25, quality=90)
     with av.open(io.BytesIO(data)) as container:
         decoded = [frame.to_ndarray(format="gray") for frame in container.decode(video=0)]
     assert len(decoded) == 10

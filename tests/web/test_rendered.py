@@ -161,7 +161,7 @@ async def test_multi_frame_instance_and_frames(client: httpx.AsyncClient, monkey
 async def test_multi_frame_as_video(client: httpx.AsyncClient) -> None:
     av = pytest.importorskip("av")
     frames = [np.full((16, 16), value, dtype=np.uint16) for value in (0, 100, 200, 255)]
-    ds = image_dataset(frames, WindowCenter=127.5, WindowWidth=256, VOILUTFunction="LINEAR_EXACT")
+    ds = image_dataset(frames, WindowCenter=127.5, WindowWidth=256, VOILUTFunction="LINEAR_EXACT", CineRate=25)
     await store(client, part10_bytes(ds))
     for media_type in ("video/mp4", "video/mpeg"):
         r = await client.get(path_of(ds) + "/rendered", headers={"Accept": media_type})
@@ -294,3 +294,12 @@ async def test_study_with_nothing_to_render(client: httpx.AsyncClient) -> None:
     await store(client, part10_bytes(large))  # now one instance has the region: it alone is sent
     r = await client.get(f"/studies/{pdf.StudyInstanceUID}/rendered", params={"viewport": "10,10,20,20,5,5"})
     assert r.status_code == 200 and len(parts(r)) == 1
+
+
+async def test_animation_over_the_memory_cap_is_413(client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    ds = image_dataset([ramp(value) for value in (0, 10, 20)])
+    await store(client, part10_bytes(ds))
+    monkeypatch.setattr(rendered, "MAX_ANIMATION_BYTES", 2 * 48)  # two 8x6 grey frames
+    r = await client.get(path_of(ds) + "/rendered")
+    assert r.status_code == 413 and "viewport" in r.text
+    assert (await client.get(path_of(ds) + "/frames/1,2/rendered")).status_code == 200
