@@ -21,7 +21,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from dicomweb_kit import DicomWeb, Settings
 from dicomweb_kit.pixels.render import RenderParams, display_array, render_image
-from dicomweb_kit.services import rendered
+from dicomweb_kit.services import rendered, rendering
 from dicomweb_kit.testing import make_dataset, part10_bytes
 
 pytestmark = pytest.mark.anyio
@@ -299,7 +299,7 @@ async def test_study_with_nothing_to_render(client: httpx.AsyncClient) -> None:
 async def test_animation_over_the_memory_cap_is_413(client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch) -> None:
     ds = image_dataset([ramp(value) for value in (0, 10, 20)])
     await store(client, part10_bytes(ds))
-    monkeypatch.setattr(rendered, "MAX_ANIMATION_BYTES", 2 * 48)  # two 8x6 grey frames
+    monkeypatch.setattr(rendering, "MAX_ANIMATION_BYTES", 2 * 48)  # two 8x6 grey frames
     r = await client.get(path_of(ds) + "/rendered")
     assert r.status_code == 413 and "viewport" in r.text
     assert (await client.get(path_of(ds) + "/frames/1,2/rendered")).status_code == 200

@@ -15,7 +15,7 @@ from pydicom.uid import generate_uid
 
 from dicomweb_kit import DicomWeb, Settings
 from dicomweb_kit.render_cache import MemoryRenderCache
-from dicomweb_kit.services import rendered
+from dicomweb_kit.services import rendering
 from dicomweb_kit.testing import make_dataset, part10_bytes
 
 pytestmark = pytest.mark.anyio
@@ -104,13 +104,13 @@ async def test_series_and_study_thumbnails_pick_a_representative(client: httpx.A
 @pytest.fixture
 def count_decodes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     calls: list[int] = []
-    decode = rendered._load_frame
+    decode = rendering.decode_stored_frame
 
     def counting(*args: object) -> object:
         calls.append(1)
         return decode(*args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(rendered, "_load_frame", counting)
+    monkeypatch.setattr(rendering, "decode_stored_frame", counting)
     return calls
 
 
