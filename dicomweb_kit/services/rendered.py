@@ -30,7 +30,7 @@ from pydicom.dataset import Dataset
 
 from ..codecs.multipart import multipart_content_type, new_boundary, write_multipart
 from ..codecs.structured_report import SR_MEDIA_TYPES, is_structured_report, render_report
-from ..errors import InvalidRequest, NotAcceptable, PayloadTooLarge, ResourceNotFound, StorageUnavailable
+from ..errors import InvalidRequest, NotAcceptable, PayloadTooLarge, ResourceNotFound
 from ..index import InstanceRecord
 from ..media_types import Offer, negotiate
 from ..pixels.encode import image_media_types, video_media_types
@@ -68,10 +68,7 @@ class Rendered(NamedTuple):
 
 
 def _one(data: bytes, media_type: str) -> Rendered:
-    async def body() -> AsyncIterator[bytes]:
-        yield data
-
-    return Rendered(media_type, body(), len(data))
+    return Rendered(media_type, _chunks(data), len(data))
 
 
 # ------------------------------------------------------------------------------------------ kinds
@@ -124,7 +121,10 @@ async def _read_blob(kit: DicomWeb, record: InstanceRecord, *, limit: int) -> by
 
 
 def _read_dataset(data: bytes) -> Dataset:
-    return pydicom.dcmread(io.BytesIO(data))
+    try:
+        return pydicom.dcmread(io.BytesIO(data))
+    except Exception as exc:  # pydicom raises many kinds on corrupt data
+        raise NotAcceptable(f"the stored instance cannot be read to render it: {type(exc).__name__}: {exc}") from exc
 
 
 # -------------------------------------------------------------------------------------- resources
@@ -203,10 +203,10 @@ async def _render_image_frames(
 
 async def _pdf(kit: DicomWeb, record: InstanceRecord) -> bytes:
     data = await _read_blob(kit, record, limit=kit.settings.max_rendered_document_bytes)
-    ds = await anyio.to_thread.run_sync(lambda: pydicom.dcmread(io.BytesIO(data)))
+    ds = await anyio.to_thread.run_sync(_read_dataset, data)
     document = ds.get("EncapsulatedDocument")
     if not document:
-        raise StorageUnavailable(f"instance {record.instance_uid} has no Encapsulated Document (0042,0011)")
+        raise no_rendering(record)  # a PDF MIME type without the document
     # PS3.3 §C.24.2: the value is padded to even length; Encapsulated Document Length (0042,0015)
     # gives the document's own length when present.
     length = ds.get("EncapsulatedDocumentLength")
