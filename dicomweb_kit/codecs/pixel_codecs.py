@@ -3,7 +3,8 @@
 The frame-level half of transcoding: WADO-RS frames, rendered images and thumbnails go through
 these functions, and :mod:`.transcode` builds whole instances from them. Decoders come from
 pydicom's plugin system (the ``codecs`` extra installs pylibjpeg, pyjpegls and python-gdcm);
-encoders are pydicom's (RLE, JPEG 2000, JPEG-LS) plus Pillow for JPEG Baseline. What the installed
+encoders are pydicom's (RLE, JPEG 2000, JPEG-LS), GDCM's for JPEG Lossless SV1 (the image/jpeg
+default of PS3.18 Table 8.7.3-5) and Pillow's for JPEG Baseline. What the installed
 plugins cannot produce is simply not offered, so negotiation answers 406 rather than failing later.
 
 Choices made here:
@@ -39,6 +40,7 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
     JPEG2000Lossless,
     JPEGBaseline8Bit,
+    JPEGLosslessSV1,
     JPEGLSLossless,
     JPEGLSNearLossless,
     RLELossless,
@@ -249,6 +251,66 @@ def _encode_pydicom(transfer_syntax: str) -> Callable[[np.ndarray, FrameProfile]
     return encode
 
 
+@functools.cache
+def _gdcm() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("gdcm") is not None
+
+
+def _jpeg_lossless_reason(profile: FrameProfile) -> str | None:
+    # GDCM aborts the process (an uncaught C++ exception) on some layouts, e.g. 7 bits stored in
+    # 8 allocated, and fails on others: only the layouts our tests cover are handed to it.
+    if reason := _profile_reason(JPEGLosslessSV1, profile):
+        return reason
+    if profile.photometric_interpretation not in ("MONOCHROME1", "MONOCHROME2", "PALETTE COLOR", "RGB"):
+        return f"the GDCM encoder does not take {profile.photometric_interpretation}"
+    if profile.bits_allocated == 8 and (profile.bits_stored != 8 or profile.native_length % 2):
+        return "the GDCM encoder takes 8-bit frames with 8 bits stored and an even number of samples only"
+    if profile.bits_allocated == 16 and profile.bits_stored < 8:
+        return "the GDCM encoder takes at least 8 bits stored"
+    return None
+
+
+def _encode_gdcm_jpeg_lossless(array: np.ndarray, profile: FrameProfile) -> tuple[bytes, str]:
+    """JPEG Lossless, first-order prediction (process 14, selection value 1) by GDCM, set up as
+    pydicom's GDCM RLE encoder does (the image must come from an ImageWriter that stays alive)."""
+    import gdcm  # type: ignore[import-untyped]
+
+    writer = gdcm.ImageWriter()
+    image = writer.GetImage()
+    image.SetNumberOfDimensions(2)
+    image.SetDimensions((profile.columns, profile.rows, 1))
+    kind = gdcm.PhotometricInterpretation.GetPIType(profile.photometric_interpretation)
+    image.SetPhotometricInterpretation(gdcm.PhotometricInterpretation(kind))
+    image.SetTransferSyntax(gdcm.TransferSyntax(gdcm.TransferSyntax.ImplicitVRLittleEndian))
+    image.SetPixelFormat(
+        gdcm.PixelFormat(
+            profile.samples_per_pixel,
+            profile.bits_allocated,
+            profile.bits_stored,
+            profile.bits_stored - 1,
+            profile.pixel_representation,
+        )
+    )
+    if profile.samples_per_pixel > 1:
+        image.SetPlanarConfiguration(0)
+    element = gdcm.DataElement(gdcm.Tag(0x7FE0, 0x0010))
+    kind = "i" if profile.pixel_representation else "u"
+    element.SetByteStringValue(np.ascontiguousarray(array, dtype=f"<{kind}{profile.bits_allocated // 8}").tobytes())
+    image.SetDataElement(element)
+    converter = gdcm.ImageChangeTransferSyntax()
+    converter.SetTransferSyntax(gdcm.TransferSyntax(gdcm.TransferSyntax.JPEGLosslessProcess14_1))
+    converter.SetInput(image)
+    if not converter.Change():
+        raise ValueError("GDCM could not encode the frame as JPEG Lossless")
+    fragments = converter.GetOutput().GetDataElement().GetSequenceOfFragments()
+    if fragments is None or fragments.GetNumberOfFragments() != 1:
+        raise ValueError("GDCM did not produce one JPEG Lossless fragment")
+    buffer: str = fragments.GetFragment(0).GetByteValue().GetBuffer()
+    return buffer.encode("utf-8", "surrogateescape"), profile.photometric_interpretation
+
+
 class _Target(NamedTuple):
     available: Callable[[], bool]
     reason: Callable[[FrameProfile], str | None]
@@ -268,6 +330,7 @@ _TARGETS: dict[str, _Target] = {
     RLELossless: _pydicom_target(RLELossless),
     JPEG2000Lossless: _pydicom_target(JPEG2000Lossless),
     JPEGLSLossless: _pydicom_target(JPEGLSLossless),
+    JPEGLosslessSV1: _Target(_gdcm, _jpeg_lossless_reason, _encode_gdcm_jpeg_lossless),
     JPEGBaseline8Bit: _Target(_pillow_jpeg, _jpeg_baseline_reason, _encode_pillow_jpeg),
     JPEG2000: _pydicom_target(JPEG2000),
     JPEGLSNearLossless: _pydicom_target(JPEGLSNearLossless),
