@@ -13,6 +13,8 @@ from __future__ import annotations
 import msgspec
 from PIL import Image
 
+from ..errors import InvalidRequest
+
 __all__ = ["Viewport", "apply_viewport", "fitted_size"]
 
 
@@ -37,10 +39,10 @@ def apply_viewport(image: Image.Image, viewport: Viewport, /) -> Image.Image:
     """``image`` cropped to the viewport's source region, flipped as it says, and scaled to fit it.
 
     Raises:
-        ValueError: the source region starts outside the image (the caller answers 400).
+        InvalidRequest: the source region starts outside the image.
     """
     if viewport.sx >= image.width or viewport.sy >= image.height:
-        raise ValueError(
+        raise InvalidRequest(
             f"the source region starts at ({viewport.sx}, {viewport.sy}), outside the"
             f" {image.width}x{image.height} image"
         )

@@ -15,7 +15,7 @@ from pydicom.dataset import Dataset
 from pydicom.pixels.processing import apply_modality_lut
 
 from ..codecs.pixel_codecs import decode_frame
-from ..errors import InvalidRequest, NotAcceptable, PayloadTooLarge, ResourceNotFound
+from ..errors import DicomWebError, NotAcceptable, PayloadTooLarge, ResourceNotFound
 from ..index import InstanceRecord
 from ..pixels.description import PixelDescription
 from ..pixels.encode import encode_frames, encode_image
@@ -92,8 +92,10 @@ def frame_rate(ds: Dataset, /) -> float:
 async def _in_thread(work: Callable[[], _T]) -> _T:
     try:
         return await anyio.to_thread.run_sync(work)
-    except ValueError as exc:  # a source region outside the image, an unrenderable shape
-        raise InvalidRequest(str(exc)) from exc
+    except DicomWebError:  # e.g. InvalidRequest: a source region outside the image
+        raise
+    except Exception as exc:  # malformed LUTs, odd shapes: pydicom and Pillow raise many kinds
+        raise NotAcceptable(f"the instance cannot be rendered: {type(exc).__name__}: {exc}") from exc
 
 
 class InstanceImages:

@@ -303,3 +303,13 @@ async def test_animation_over_the_memory_cap_is_413(client: httpx.AsyncClient, m
     r = await client.get(path_of(ds) + "/rendered")
     assert r.status_code == 413 and "viewport" in r.text
     assert (await client.get(path_of(ds) + "/frames/1,2/rendered")).status_code == 200
+
+
+async def test_unrenderable_pixels_are_406_not_500(client: httpx.AsyncClient) -> None:
+    # PALETTE COLOR without its lookup tables: pydicom cannot apply them.
+    ds = make_dataset(PhotometricInterpretation="PALETTE COLOR", BitsAllocated=8, BitsStored=8, HighBit=7)
+    ds.PixelData = bytes(16)
+    await store(client, part10_bytes(ds))
+    r = await client.get(path_of(ds) + "/rendered")
+    assert r.status_code == 406 and "cannot be rendered" in r.text
+    assert (await client.get(path_of(ds) + "/thumbnail")).status_code == 406
