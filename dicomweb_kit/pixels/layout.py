@@ -24,11 +24,7 @@ from typing import Final, Literal
 
 import msgspec
 import numpy as np
-from pydicom.uid import (
-    DeflatedExplicitVRLittleEndian,
-    ExplicitVRBigEndian,
-    ImplicitVRLittleEndian,
-)
+from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from ..codecs.part10 import Part10Header
 from .description import PixelDescription
@@ -97,17 +93,22 @@ class PixelLayout(msgspec.Struct, frozen=True, array_like=True):
         assert description is not None
         bits = description.frame_bit_offset(1)
         first_bit = index * bits
-        start, end = first_bit // 8, (first_bit + bits + 7) // 8
-        width = _swap_width(self.vr, description.bits_allocated) if self.big_endian else 1
-        # A big endian value is swapped word by word: read whole words around the frame.
+        span = self.value_span(description, first_bit // 8, (first_bit + bits + 7) // 8)
+        if first_bit % 8:
+            return msgspec.structs.replace(span, bit_shift=first_bit % 8, bits=bits)
+        return span
+
+    def value_span(self, description: PixelDescription | None, start: int, end: int, /) -> FrameSpan:
+        """Bytes ``[start, end)`` of a native value, in Little Endian byte order."""
+        bits_allocated = description.bits_allocated if description is not None else 0
+        width = _swap_width(self.vr, bits_allocated) if self.big_endian else 1
+        # A big endian value is swapped word by word: read whole words around the range.
         aligned_start = start - start % width
         aligned_end = min(end + (-end) % width, self.value_length)
         return FrameSpan(
             ((self.value_offset + aligned_start, aligned_end - aligned_start),),
             skip=start - aligned_start,
             length=end - start,
-            bit_shift=first_bit % 8,
-            bits=bits if first_bit % 8 else 0,
             swap=width,
         )
 
@@ -135,6 +136,13 @@ class FrameSpan(msgspec.Struct, frozen=True):
     def size(self) -> int:
         """The read's size in bytes (all ranges)."""
         return sum(length for _, length in self.ranges)
+
+    @property
+    def output_size(self) -> int:
+        """The frame's size in bytes, after :meth:`extract`."""
+        if self.bits:
+            return (self.bits + 7) // 8
+        return self.length or self.size
 
     @property
     def verbatim(self) -> bool:
@@ -186,6 +194,7 @@ class PixelScanner:
         self._need = (start, start + 12)  # the element header (explicit VR: 12 bytes)
         self._buffer = bytearray()
         self._header = b""
+        self._items_start = 0
         self._fragment: tuple[int, int] | None = None  # the fragment whose tail is being read
         self._offset_table: bytes | None = None
         self._first_item: int | None = None
@@ -240,6 +249,8 @@ class PixelScanner:
             self._header = piece
             if piece[4:6] in (b"OB", b"OW") and piece[8:12] == _UNDEFINED:
                 self._next_item(self.start + 12)  # encapsulated (PS3.5 §A.4)
+            elif piece[4:8] == _UNDEFINED:
+                self._next_item(self.start + 8)  # encapsulated, in a file written in implicit VR
             else:
                 self.done = True  # native: the header is all we need
             return
@@ -258,6 +269,8 @@ class PixelScanner:
             self._item_header(piece, offset)
 
     def _next_item(self, offset: int) -> None:
+        if not self._items_start:
+            self._items_start = offset
         self._need = (offset, offset + 8)
 
     def _item_header(self, header: bytes, offset: int) -> None:
@@ -295,19 +308,20 @@ class PixelScanner:
     def layout(
         self,
         *,
-        transfer_syntax_uid: str,
+        implicit_vr: bool,
+        big_endian: bool,
         number_of_frames: int,
         extended_offsets: tuple[bytes, bytes] | None = None,
+        size: int | None = None,
     ) -> PixelLayout | None:
-        """The layout, given what the parsed header says; ``None`` when the scan went wrong or
-        cannot tell (deflated data, a truncated file, an element that is not Pixel Data)."""
+        """The layout, given how the data set is encoded (as the header parse found it),
+        Number of Frames, the Extended Offset Table and the file's ``size``; ``None`` when the
+        scan went wrong (a file that ends inside encapsulated data, an element that is not Pixel
+        Data)."""
         if not self.done or self.failure is not None or len(self._header) < 8:
             return None
-        if transfer_syntax_uid == DeflatedExplicitVRLittleEndian:
-            return None  # offsets into the inflated stream mean nothing in the stored bytes
-        big = transfer_syntax_uid == ExplicitVRBigEndian
         header = self._header
-        order: Literal["big", "little"] = "big" if big else "little"
+        order: Literal["big", "little"] = "big" if big_endian else "little"
         tag = int.from_bytes(header[0:2], order) << 16 | int.from_bytes(header[2:4], order)
         if tag not in PIXEL_DATA_TAGS:
             return None
@@ -322,10 +336,10 @@ class PixelScanner:
             )
             if frames is None:
                 return None
-            vr = header[4:6].decode("ascii")
-            return PixelLayout(tag, vr, self.start + 12, self._end - self.start - 12, frames=frames)
-        if transfer_syntax_uid == ImplicitVRLittleEndian:
-            vr, value, length = _IMPLICIT_VR[tag], self.start + 8, int.from_bytes(header[4:8], "little")
+            value = self._items_start
+            return PixelLayout(tag, "OB", value, self._end - value, frames=frames)
+        if implicit_vr:
+            vr, value, length = _IMPLICIT_VR[tag], self.start + 8, int.from_bytes(header[4:8], order)
         else:
             raw_vr = header[4:6]
             if raw_vr in _LONG_VRS:
@@ -337,7 +351,9 @@ class PixelScanner:
             vr = raw_vr.decode("ascii", "replace")
         if length == 0xFFFFFFFF:
             return None
-        return PixelLayout(tag, vr, value, length, big_endian=big)
+        if size is not None:
+            length = max(0, min(length, size - value))  # a truncated file: only the bytes there are
+        return PixelLayout(tag, vr, value, length, big_endian=big_endian)
 
 
 def _group(
@@ -399,9 +415,10 @@ def _unpack(code: str, data: bytes) -> list[int]:
     return list(struct.unpack(f"<{len(data) // size}{code}", data[: len(data) - len(data) % size]))
 
 
-def layout_of(scanner: PixelScanner, header: Part10Header, /) -> PixelLayout | None:
-    """The layout a finished scan found, checked against the instance's parsed header: ``None``
-    unless the scan started at the header's Pixel Data element and made sense of it."""
+def layout_of(scanner: PixelScanner, header: Part10Header, /, *, size: int) -> PixelLayout | None:
+    """The layout a finished scan of a ``size``-byte file found, checked against the instance's
+    parsed header: ``None`` unless the scan started at the header's Pixel Data element and made
+    sense of it."""
     if header.pixel_data_vr is None or scanner.start != header.header_length:
         return None
     ds = header.dataset
@@ -413,10 +430,15 @@ def layout_of(scanner: PixelScanner, header: Part10Header, /) -> PixelLayout | N
     extended = None
     if offsets is not None and lengths is not None and offsets.value and lengths.value:
         extended = (bytes(offsets.value), bytes(lengths.value))
+    if header.transfer_syntax_uid == DeflatedExplicitVRLittleEndian:
+        return None  # offsets into the inflated stream mean nothing in the stored bytes
+    implicit, little = ds.original_encoding
     return scanner.layout(
-        transfer_syntax_uid=header.transfer_syntax_uid,
+        implicit_vr=implicit is True,
+        big_endian=little is False,
         number_of_frames=number_of_frames,
         extended_offsets=extended,
+        size=size,
     )
 
 
@@ -427,4 +449,4 @@ def layout_from_bytes(data: bytes | bytearray | memoryview, header: Part10Header
     scanner = PixelScanner(header.header_length)
     scanner.feed(data, 0)
     scanner.close()
-    return layout_of(scanner, header)
+    return layout_of(scanner, header, size=len(data))

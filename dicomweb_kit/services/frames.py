@@ -78,7 +78,12 @@ class PixelSource(msgspec.Struct, frozen=True):
 
     @property
     def transfer_syntax_uid(self) -> str:
-        return EXPLICIT_VR_LE if self.data is not None else self.record.transfer_syntax_uid
+        """The transfer syntax of the frames as read: the stored one for encapsulated data; Explicit
+        VR Little Endian for native data, which is read in Little Endian byte order whatever the
+        stored byte order (so a decoder given these bytes must not see Explicit VR Big Endian)."""
+        if self.data is not None or not self.layout.encapsulated:
+            return EXPLICIT_VR_LE
+        return self.record.transfer_syntax_uid
 
     def span(self, number: int, /) -> FrameSpan:
         """Where frame ``number`` (1-based, in range) is."""
@@ -270,7 +275,7 @@ async def _scan_blob(kit: DicomWeb, record: InstanceRecord) -> PixelLayout | Non
         scanner.feed(data, start)
         if len(data) < end - start:
             scanner.close()
-    return layout_of(scanner, header)
+    return layout_of(scanner, header, size=record.size)
 
 
 async def _inflated(kit: DicomWeb, record: InstanceRecord) -> tuple[bytes, PixelLayout]:

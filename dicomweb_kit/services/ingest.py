@@ -290,7 +290,7 @@ def _record_from(
         header = parse_header(prefix, complete=complete)
     except NotPart10 as exc:
         raise _cannot_understand(str(exc)) from exc
-    layout = layout_of(scanner, header) if scanner is not None else layout_from_bytes(prefix, header)
+    layout = layout_of(scanner, header, size=size) if scanner is not None else layout_from_bytes(prefix, header)
     # No layout (a scan that started at a false sighting, deflated data): the frames service
     # computes it from the blob when a frame is first asked for.
     return _make_record(header, key, size, threshold, layout)

@@ -9,8 +9,10 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 
 from ..resources import Level
+from .bulkdata import BulkDataEndpoints
 from .endpoints import Endpoints
 from .error_handlers import EXCEPTION_HANDLERS, error_response
+from .frames import FrameEndpoints
 from .rendered import RenderedEndpoints
 from .types import ASGIApp, Message, Receive, Scope, Send
 
@@ -52,6 +54,15 @@ def create_app(kit: DicomWeb) -> ASGIApp:
         routes += [
             Route(path + "/rendered", rendered.rendered, methods=["GET"]),
             Route(path + "/thumbnail", rendered.thumbnail, methods=["GET"]),
+        ]
+    # WADO-RS frames, pixel data and bulk data (PS3.18 §10.4.1.1.5-6).
+    pixels, bulk = FrameEndpoints(kit), BulkDataEndpoints(kit)
+    routes.append(Route(I + "/frames/{frames}", pixels.frames, methods=["GET"]))
+    routes.append(Route(I + "/bulkdata/{path:path}", bulk.value, methods=["GET"]))
+    for path in (S, R, I):
+        routes += [
+            Route(path + "/pixeldata", pixels.pixeldata, methods=["GET"]),
+            Route(path + "/bulkdata", bulk.scope, methods=["GET"]),
         ]
     if kit.settings.allow_delete:
         routes += [Route(path, e.delete, methods=["DELETE"]) for path in (S, R, I)]
