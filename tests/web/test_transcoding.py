@@ -18,8 +18,9 @@ import numpy as np
 import pydicom
 import pydicom.data
 import pytest
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
+from pydicom.pixels import pixel_array
 from pydicom.uid import (
     MPEG2MPML,
     DeflatedExplicitVRLittleEndian,
@@ -242,3 +243,106 @@ async def test_study_and_series_retrieve_of_compressed_data(client: httpx.AsyncC
         [(syntax, payload)] = parts(r)
         assert syntax == JPEG2000Lossless
         assert np.array_equal(read(payload).pixel_array, original.pixel_array)
+
+
+# --------------------------------------------------------------------------------------------
+# Frames (PS3.18 §10.4.1.1.6): converted by pixel_codecs.convert_frame
+# --------------------------------------------------------------------------------------------
+
+
+def frame_parts(response: httpx.Response) -> list[tuple[str, str | None, bytes]]:
+    """(media type, transfer-syntax, payload) of each part of a frames response."""
+    assert response.status_code == 200, response.text
+    raw = b"Content-Type: " + response.headers["content-type"].encode() + b"\r\n\r\n" + response.content
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(raw)
+    return [
+        (part.get_content_type(), part.get_param("transfer-syntax"), part.get_payload(decode=True))
+        for part in message.iter_parts()
+    ]
+
+
+def expected_native(ds: Dataset, index: int) -> bytes:
+    """Frame ``index`` as pydicom decodes it, as stored (no YBR to RGB), in the stored planar layout."""
+    array = pixel_array(io.BytesIO(part10_bytes(ds)), index=index, as_rgb=False)
+    if array.ndim == 3 and ds.get("PlanarConfiguration", 0) == 1:
+        array = array.transpose(2, 0, 1)
+    return np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<")).tobytes()
+
+
+def decode_part(payload: bytes, like: Dataset, syntax: str, photometric: str | None = None) -> np.ndarray:
+    """One encoded frame decoded by pydicom, in a copy of ``like``'s pixel description."""
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = syntax
+    for keyword in ("Rows", "Columns", "SamplesPerPixel", "BitsAllocated", "BitsStored", "HighBit"):
+        setattr(ds, keyword, like.get(keyword))
+    ds.PixelRepresentation = like.get("PixelRepresentation", 0)
+    ds.PhotometricInterpretation = photometric or like.PhotometricInterpretation
+    if ds.SamplesPerPixel > 1:
+        ds.PlanarConfiguration = 0
+    ds.PixelData = encapsulate([payload])
+    ds["PixelData"].VR = "OB"
+    ds["PixelData"].is_undefined_length = True
+    return ds.pixel_array
+
+
+OCTET = 'multipart/related; type="application/octet-stream"'
+
+
+@pytest.mark.parametrize(
+    ("name", "frame"),
+    [
+        ("MR_small_jp2klossless.dcm", 1),
+        ("MR_small_RLE.dcm", 1),
+        ("MR_small_jpeg_ls_lossless.dcm", 1),
+        ("SC_rgb_rle_2frame.dcm", 2),
+        ("SC_rgb_jpeg_gdcm.dcm", 1),  # JPEG Lossless SV1, RGB
+    ],
+)
+async def test_compressed_frames_as_native(client: httpx.AsyncClient, name: str, frame: int, codecs: None) -> None:
+    data = (TEST_FILES / name).read_bytes()
+    ds = read(data)
+    await store(client, data)
+    url = f"{instance_url(ds)}/frames/{frame}"
+    for accept in (f"{OCTET}; transfer-syntax={ExplicitVRLittleEndian}", OCTET):
+        [(media_type, syntax, payload)] = frame_parts(await client.get(url, headers={"Accept": accept}))
+        assert (media_type, syntax) == ("application/octet-stream", ExplicitVRLittleEndian)
+        assert payload == expected_native(ds, frame - 1)
+
+
+@pytest.mark.parametrize(
+    ("media_type", "syntax"),
+    [
+        ("image/dicom-rle", RLELossless),
+        ("image/jp2", JPEG2000Lossless),
+        ("image/jls", JPEGLSLossless),
+        ("image/jpeg", "1.2.840.10008.1.2.4.70"),  # JPEG Lossless SV1, image/jpeg's default
+    ],
+)
+async def test_native_frames_in_a_lossless_syntax(
+    client: httpx.AsyncClient, media_type: str, syntax: str, codecs: None
+) -> None:
+    ds = ct()
+    await store(client, part10_bytes(ds))
+    # Named, and as the media type's default (PS3.18 Table 8.7.3-5).
+    named = f'multipart/related; type="{media_type}"; transfer-syntax={syntax}'
+    for accept in (named, f"multipart/related; type={media_type}"):
+        r = await client.get(f"{instance_url(ds)}/frames/1", headers={"Accept": accept})
+        [(part_type, part_syntax, payload)] = frame_parts(r)
+        assert (part_type, part_syntax) == (media_type, syntax)
+        assert np.array_equal(decode_part(payload, ds, syntax), ds.pixel_array)
+
+
+async def test_native_frame_as_lossy_jpeg(client: httpx.AsyncClient, codecs: None) -> None:
+    ds = mono8()
+    await store(client, part10_bytes(ds))
+    accept = f'multipart/related; type="image/jpeg"; transfer-syntax={JPEGBaseline8Bit}'
+    [(_, syntax, payload)] = frame_parts(await client.get(f"{instance_url(ds)}/frames/1", headers={"Accept": accept}))
+    assert syntax == JPEGBaseline8Bit
+    error = np.abs(decode_part(payload, ds, syntax).astype(int) - ds.pixel_array.astype(int))
+    assert error.mean() < 2 and error.max() < 16
+    # 16-bit data cannot be JPEG Baseline: 406, never 500.
+    wide = ct()
+    await store(client, part10_bytes(wide))
+    r = await client.get(f"{instance_url(wide)}/frames/1", headers={"Accept": accept})
+    assert r.status_code == 406
