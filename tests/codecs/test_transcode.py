@@ -85,7 +85,7 @@ def pixel_files() -> list[Path]:
 FILES = pixel_files()
 
 
-def test_the_corpus_covers_the_compressed_syntaxes() -> None:
+def test_the_corpus_covers_the_compressed_syntaxes(codecs: None) -> None:
     syntaxes = {str(pydicom.dcmread(path, stop_before_pixels=True).file_meta.TransferSyntaxUID) for path in FILES}
     assert len(FILES) >= 40
     jpeg_ls, jpeg_lossless = "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.70"
