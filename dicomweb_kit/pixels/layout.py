@@ -250,7 +250,10 @@ class PixelScanner:
             if piece[4:6] in (b"OB", b"OW") and piece[8:12] == _UNDEFINED:
                 self._next_item(self.start + 12)  # encapsulated (PS3.5 §A.4)
             elif piece[4:8] == _UNDEFINED:
-                self._next_item(self.start + 8)  # encapsulated, in a file written in implicit VR
+                # Encapsulated, in a file written in implicit VR: the first item header began
+                # inside the 12 bytes already taken.
+                self._next_item(self.start + 8)
+                self._buffer += piece[8:12]
             else:
                 self.done = True  # native: the header is all we need
             return

@@ -15,6 +15,8 @@ from dicomweb_kit_adapters.memory import MemoryBlobStore, MemoryIndex
 from pydicom.encaps import generate_frames
 
 from dicomweb_kit import DicomWeb, InvalidRequest, ResourceKey, ResourceNotFound, Settings
+from dicomweb_kit.codecs.part10 import parse_header
+from dicomweb_kit.pixels.layout import layout_from_bytes
 from dicomweb_kit.services import frames, ingest
 from dicomweb_kit.testing import make_dataset, part10_bytes
 
@@ -114,6 +116,38 @@ async def test_no_instance_and_no_pixel_data_are_not_found(kit: DicomWeb) -> Non
         await frames.read_frame(kit, key, 1)
     with pytest.raises(ResourceNotFound, match="no instance"):
         await frames.read_frame(kit, ResourceKey(key.study, key.series, "1.2.3"), 1)
+
+
+async def chunks_of(data: bytes, size: int) -> AsyncIterator[bytes]:
+    for i in range(0, len(data), size):
+        yield data[i : i + size]
+
+
+@pytest.mark.parametrize("name", ["rtdose_rle.dcm", "SC_rgb_jpeg.dcm", "MR_small_bigendian.dcm", "JPEG2000.dcm"])
+@pytest.mark.parametrize("size", [1, 3, 4096])
+async def test_ingest_computes_the_layout_while_streaming(kit: DicomWeb, name: str, size: int) -> None:
+    data = (FILES / name).read_bytes()
+    stored = await ingest.ingest_instance(kit, chunks_of(data, size))
+    assert stored.record.pixel_layout is not None
+    assert stored.record.pixel_layout == layout_from_bytes(data, parse_header(data, complete=True))
+    assert [(start, end) for _, start, end in reads(kit)] == []  # no read-back of the blob
+
+
+async def test_a_header_longer_than_the_prefix_still_gets_its_layout() -> None:
+    data = (FILES / "rtdose_rle.dcm").read_bytes()
+    settings = Settings(header_prefix_bytes=600)  # the header is longer
+    async with DicomWeb(blobs=MemoryBlobStore(), index=MemoryIndex(), settings=settings) as k:
+        stored = await ingest.ingest_instance(k, chunks_of(data, 100))
+    assert stored.record.pixel_layout == layout_from_bytes(data, parse_header(data, complete=True))
+
+
+async def test_a_repaired_instance_has_offsets_of_the_stored_bytes(kit: DicomWeb) -> None:
+    data = (FILES / "rtdose_rle.dcm").read_bytes()
+    stored = await ingest.ingest_instance(kit, one(data[132:]))  # file meta and data set, no preamble
+    assert stored.warning_reason is not None  # rewritten as Part 10
+    got = [f async for f in await frames.read_frames(kit, stored.record.key, [1, 15])]
+    expected = encapsulated_frames(data)
+    assert got == [expected[0], expected[14]]
 
 
 @pytest.mark.parametrize(
