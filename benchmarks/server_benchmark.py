@@ -16,6 +16,8 @@ fresh data dir, and measures on both servers with the same requests:
 2. QIDO-RS p50/p95 for a mix of queries, in JSON and in XML.
 3. WADO-RS series retrieve MB/s (stored transfer syntax, every body read to the end).
 4. Series metadata p50/p95 without gzip (and with gzip, ours only).
+5. Pixels: a CT frame and frame 250 of a 500-frame JPEG instance (OHIF's Accept), rendered JPEG
+   and PNG, thumbnail (ours only where the peer lacks it).
 
 Latency samples alternate between the servers request by request, so noise on this shared box
 hits both alike. Every answer is validated (status, result/part counts, DICM magic) so a fast
@@ -53,6 +55,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _http import HttpConnection, HttpResponse, boundary_of, build_multipart, split_multipart, split_url
+from _pixel_cases import first_ct_instance, jpeg_multiframe, pixel_requests
 
 REPO = Path(__file__).resolve().parents[1]
 MAKE_CORPUS = Path("/work/shared/corpus/make_corpus.py")
@@ -775,7 +778,51 @@ def run_measurements(args: argparse.Namespace, studies: list[Study], servers: li
     gz_cases = [metadata_case(st.uid, se.uid, len(se.files), "metadata gz", gzip_=True) for se in st.series]
     gz = merge_cases(measure_latency([ours], gz_cases, reps // len(gz_cases) + 1), "series metadata (gzip, ours)")
     rows += latency_rows(gz, [named("series metadata (gzip, ours)")], ours.name, None, {0.5: None, 0.95: None})
+
+    # 5. Pixels: frames (as OHIF asks for them), rendered images, thumbnails.
+    rows += measure_pixels(servers, studies[0], reps)
     return rows
+
+
+#: p50 targets of the pixel rows (ours/peer), from the WADO-RS issue.
+PIXEL_TARGETS = {"frame 1": 1.0, "frame 250": 1.0, "rendered JPEG": 1.0, "rendered PNG": 0.5}
+
+
+def measure_pixels(servers: Sequence[Server], study: Study, reps: int) -> list[Row]:
+    blob, multiframe = jpeg_multiframe()
+    for server in servers:
+        with server.connect() as conn:
+            body = build_multipart([blob], BOUNDARY, part_length=False)
+            validate_stow(conn.post(f"{server.prefix}/studies", body, {"Content-Type": STOW_TYPE, "Accept": JSON}), 1)
+    ct = first_ct_instance(study.uid, study.series[0].uid, study.series[0].files[0])
+    ours, peer = servers[0], (servers[1] if len(servers) > 1 else None)
+    rows: list[Row] = []
+    for name, target, headers, validate in pixel_requests(ct, multiframe):
+        case = Case(name, target, lambda s, h=headers: h, _as_validation(validate))
+        measured = list(servers)
+        if peer is not None:
+            with peer.connect() as conn:
+                answer = conn.get(peer.prefix + target, headers)
+            if answer.status != 200:  # e.g. /thumbnail, which the Orthanc plugin 1.7 lacks
+                peer.notes.append(f"{peer.name} answers {answer.status} to {name}: ours only")
+                measured = [ours]
+        print(f"pixels: {name} x {reps} ...", flush=True)
+        samples = measure_latency(measured, [case], reps)
+        compared = peer.name if peer is not None and len(measured) > 1 else None
+        target_ratio = next((t for prefix, t in PIXEL_TARGETS.items() if name.startswith(prefix)), None)
+        targets = {0.5: target_ratio if compared else None, 0.95: None}
+        rows += latency_rows(samples, [case], ours.name, compared, targets)
+    return rows
+
+
+def _as_validation(validate: Callable[[HttpResponse], None]) -> Callable[[HttpResponse], None]:
+    def wrapped(resp: HttpResponse) -> None:
+        try:
+            validate(resp)
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from exc
+
+    return wrapped
 
 
 def named(name: str) -> Case:
@@ -964,6 +1011,33 @@ def scale_queries(plan: ScalePlan) -> list[Query]:
     ]  # fmt: skip
 
 
+def analyze(backend: str) -> None:
+    """Give PostgreSQL/MariaDB planner statistics after the bulk load, as autovacuum would (it may be
+    off on a test box: the local PostgreSQL here runs with autovacuum=off)."""
+    if not backend.startswith(("postgresql", "mysql", "mariadb")):
+        return
+    import asyncio
+
+    import sqlalchemy
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    postgres = backend.startswith("postgresql")
+    url = sqlalchemy.make_url(backend).set(drivername="postgresql+asyncpg" if postgres else "mysql+asyncmy")
+
+    async def run() -> None:
+        engine = create_async_engine(url, isolation_level="AUTOCOMMIT")
+        async with engine.connect() as conn:
+            if postgres:
+                await conn.execute(sqlalchemy.text("ANALYZE"))
+            else:
+                for (table,) in (await conn.execute(sqlalchemy.text("SHOW TABLES LIKE 'dwk_%'"))).all():
+                    await conn.execute(sqlalchemy.text(f"ANALYZE TABLE {table}"))
+        await engine.dispose()
+
+    asyncio.run(run())
+    print("ANALYZE done", flush=True)
+
+
 def run_scale(args: argparse.Namespace) -> int:
     total = args.scale
     data_dir = Path(args.scale_dir or f"/tmp/dwk-bench-scale-{total}")
@@ -977,6 +1051,7 @@ def run_scale(args: argparse.Namespace) -> int:
         server.start()
         ours = Server("ours", server.url)
         build_scale_archive(server.url, plan, data_dir, args.scale_jobs, persistent)
+        analyze(args.backend)
         probe_xml_accept(ours)
         cases = qido_cases(scale_queries(plan), at_least=False)
         print(f"QIDO: {len(cases)} queries x {reps} reps ...", flush=True)
