@@ -230,8 +230,6 @@ async def pixel_source(kit: DicomWeb, record: InstanceRecord, /) -> PixelSource 
                     _LAYOUTS.popitem(last=False)
         if layout is None:
             data, layout = await _inflated(kit, record)
-    else:
-        _LAYOUTS.pop(record.blob_key, None)
     return PixelSource(record, layout, description, layout.frame_count(description), data)
 
 

@@ -95,12 +95,12 @@ class BulkDataEndpoints:
         if source is not None and source.layout.encapsulated:
             # Compressed frames: their media types (PS3.18 Table 8.7.3-5), one part per frame.
             choice = negotiate(header, pixeldata.offers_for(pixeldata.source_syntaxes(source)), accept_param=param)
-            target = pixeldata.require_target(source, choice, f"instance {key.instance}")
-            if pixeldata.is_native(target) or source.count != 1 or not single_part_only(request):
-                parts = value_parts(self.kit, source, choice, base)
-                return multipart_response(parts, choice.offer.part_type or pixeldata.OCTET_STREAM)
-            data = await pixeldata.frame_bytes(self.kit, source, 1, target)
-            return Response(data, media_type=pixeldata.part_content_type(target))
+            parts = value_parts(self.kit, source, choice, base)
+            if len(parts) == 1 and single_part_only(request):
+                [part] = parts
+                sized = {} if part.size is None else {"Content-Length": str(part.size)}
+                return StreamingResponse(part.payload, headers=sized, media_type=part.headers["Content-Type"])
+            return multipart_response(parts, choice.offer.part_type or pixeldata.OCTET_STREAM)
         negotiate(header, _OCTET_OFFERS, accept_param=param)  # 406 unless octet-stream is acceptable
         size = source.layout.value_length if source is not None else len(found.value or b"")
         content_type = pixeldata.part_content_type(EXPLICIT_VR_LE)
