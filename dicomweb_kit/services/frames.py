@@ -114,8 +114,8 @@ class StoredFrames:
 
 def parse_frame_list(text: str, /) -> list[int]:
     """The frame numbers of a ``{frames}`` path segment: comma separated, 1-based, no duplicates
-    (PS3.18 §10.4.1.1.6, and §8.2.7 of WADO-RS before it: "a comma or %2C separated list of one
-    or more non duplicate frame numbers", in any order)."""
+    (PS3.18 §10.4.1.1.6; WADO-RS RetrieveFrames, PS3.18 2017 §6.5.4: "a comma or %2C separated
+    list of one or more non duplicate frame numbers", in any order)."""
     if len(text) > _MAX_FRAME_LIST_TEXT:
         raise InvalidRequest("the frame list is too long")
     numbers: list[int] = []
@@ -139,8 +139,10 @@ def parse_frame_list(text: str, /) -> list[int]:
 
 
 def check_frame_numbers(numbers: Sequence[int], count: int, key: ResourceKey) -> None:
-    """404 naming the valid range when a frame does not exist (PS3.18 §8.5: no current
-    representation of the target resource)."""
+    """404 naming the valid range when a frame does not exist: the frame list is part of the
+    target resource's path, so a frame that is not there is a resource that is not there (PS3.18
+    §8.5; RFC 9110 §15.5.5: no current representation of the target resource). 400 is for a list
+    that is not a list of frame numbers (:func:`parse_frame_list`)."""
     missing = [n for n in numbers if not 1 <= n <= count]
     if missing:
         shown = ", ".join(map(str, missing[:5])) + (", ..." if len(missing) > 5 else "")
@@ -149,7 +151,10 @@ def check_frame_numbers(numbers: Sequence[int], count: int, key: ResourceKey) ->
 
 async def open_pixels(kit: DicomWeb, key: ResourceKey, /) -> PixelSource:
     """The located pixel data of instance ``key``; 404 when there is no such instance or it has no
-    pixel data (the frames resource then has no representation, PS3.18 §8.5)."""
+    pixel data: its frames and pixel data resources then have no representation (PS3.18 §8.5,
+    RFC 9110 §15.5.5). Not 400: the request is well formed, the resource is what is missing
+    (PS3.18 §9.5.2 makes a frameNumber *query parameter* on a non-multi-frame target a 400, but
+    here the frames are path segments of the target resource itself)."""
     record = await kit.index.get(key)
     if record is None:
         raise ResourceNotFound(f"no instance {key} is stored here")
