@@ -27,6 +27,7 @@ import numpy as np
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from ..codecs.part10 import Part10Header
+from ..media_types import TRANSFER_SYNTAX_MEDIA_TYPES
 from .description import PixelDescription
 
 __all__ = ["PIXEL_DATA_TAGS", "FrameSpan", "PixelLayout", "PixelScanner", "layout_from_bytes", "layout_of"]
@@ -43,6 +44,8 @@ _LONG_VRS: Final = frozenset(
     {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
 )
 _IMPLICIT_VR: Final = {0x7FE00010: "OW", 0x7FE00008: "OF", 0x7FE00009: "OD"}  # PS3.5 §A.1, PS3.6
+# Video transfer syntaxes (PS3.18 Table 8.7.3-5: video/mpeg2, video/mp4, video/H265).
+_VIDEO: Final = frozenset(uid for uid, kind in TRANSFER_SYNTAX_MEDIA_TYPES.items() if kind.startswith("video/"))
 _EOI: Final = b"\xff\xd9"  # JPEG EOI / JPEG 2000 EOC marker
 _EOI_WINDOW: Final = 10  # where pydicom looks for it: the last 10 bytes of a fragment
 _MAX_OFFSET_TABLE: Final = 64 << 20  # a Basic Offset Table of 16 million frames
@@ -430,19 +433,26 @@ def layout_of(scanner: PixelScanner, header: Part10Header, /, *, size: int) -> P
     except (TypeError, ValueError):
         number_of_frames = 1
     offsets, lengths = ds.get(0x7FE00001), ds.get(0x7FE00002)
-    extended = None
+    extended: tuple[bytes, bytes] | None = None
     if offsets is not None and lengths is not None and offsets.value and lengths.value:
         extended = (bytes(offsets.value), bytes(lengths.value))
     if header.transfer_syntax_uid == DeflatedExplicitVRLittleEndian:
         return None  # offsets into the inflated stream mean nothing in the stored bytes
+    if header.transfer_syntax_uid in _VIDEO:
+        # MPEG-2/MPEG-4/HEVC: one bit stream for all frames (PS3.5 §8.2.5-8.2.7; PS3.18 §8.7.3.3
+        # sends a video as one part): it is located as a single unit.
+        number_of_frames, extended = 1, None
     implicit, little = ds.original_encoding
-    return scanner.layout(
+    layout = scanner.layout(
         implicit_vr=implicit is True,
         big_endian=little is False,
         number_of_frames=number_of_frames,
         extended_offsets=extended,
         size=size,
     )
+    if layout is not None and layout.frames and len(layout.frames) > 1 and header.transfer_syntax_uid in _VIDEO:
+        layout = msgspec.structs.replace(layout, frames=(tuple(span for frame in layout.frames for span in frame),))
+    return layout
 
 
 def layout_from_bytes(data: bytes | bytearray | memoryview, header: Part10Header, /) -> PixelLayout | None:

@@ -256,3 +256,18 @@ def test_rle_two_frames_match_pydicom() -> None:
     assert layout is not None
     assert pydicom.dcmread(io.BytesIO(data)).file_meta.TransferSyntaxUID == RLELossless
     assert frames_of(data, layout) == pydicom_frames(data)
+
+
+@pytest.mark.parametrize("has_bot", [False, True])
+def test_a_video_is_one_unit(has_bot: bool) -> None:
+    stream = [bytes(range(200)) * 3, bytes(range(100)) * 2, b"\x00\x01" * 50]
+    pixel_data = encapsulate(stream, has_bot=has_bot)
+    ds = make_dataset(rows=8, columns=8, NumberOfFrames=30)
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.MPEG4HP41
+    ds.PixelData = pixel_data
+    ds["PixelData"].VR = "OB"
+    ds["PixelData"].is_undefined_length = True
+    data = part10_bytes(ds)
+    layout = layout_from_bytes(data, parse_header(data, complete=True))
+    assert layout is not None and layout.frames is not None and len(layout.frames) == 1
+    assert frames_of(data, layout) == [b"".join(stream)]
