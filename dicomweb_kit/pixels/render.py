@@ -99,9 +99,30 @@ def voi_window(ds: Dataset, /, *, frame_index: int = 0) -> Window | None:
     return Window(float(center), width, function)  # type: ignore[arg-type]
 
 
+#: Integer frames whose stored values span at most this many codes are rendered through a lookup
+#: table: the modality and VOI transforms are functions of the stored value alone, so computing
+#: them once per distinct code and indexing is exact, and several times faster than evaluating
+#: the float formulas for every pixel (a 512x512 CT: 1 ms instead of 6).
+_LUT_MAX_CODES = 1 << 17
+
+
 def _grey(frame: np.ndarray, ds: Dataset, window: Window | None, frame_index: int) -> np.ndarray:
     if frame.ndim != 2:
         raise ValueError(f"cannot render a greyscale frame of shape {frame.shape}")
+    if frame.dtype.kind in "iu" and frame.size:
+        low, high = int(frame.min()), int(frame.max())
+        if high - low < min(_LUT_MAX_CODES, frame.size):
+            codes = np.arange(low, high + 1, dtype=np.int64).astype(frame.dtype)[np.newaxis, :]
+            lut = _grey_values(codes, ds, window, frame_index)[0]
+            if frame.dtype.kind == "u" and high < _LUT_MAX_CODES:  # index by the stored value itself
+                table = np.zeros(high + 1, np.uint8)
+                table[low:] = lut
+                return np.asarray(table[frame])
+            return np.asarray(lut[frame.astype(np.intp) - low])
+    return _grey_values(frame, ds, window, frame_index)
+
+
+def _grey_values(frame: np.ndarray, ds: Dataset, window: Window | None, frame_index: int) -> np.ndarray:
     values = _modality(frame, ds, frame_index)
     if window is None:
         window = voi_window(ds, frame_index=frame_index)
