@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Final, NamedTuple
 
 import anyio
 
-from ..codecs.pixel_codecs import convert_frame, frame_syntaxes
+from ..codecs.pixel_codecs import LOSSY, convert_frame, frame_syntaxes
 from ..codecs.transcode import UNCOMPRESSED
 from ..errors import NotAcceptable
 from ..media_types import DEFAULT_TRANSFER_SYNTAX, TRANSFER_SYNTAX_MEDIA_TYPES, Choice, Offer
@@ -103,7 +103,12 @@ def target_syntax(syntaxes: Sequence[str], choice: Choice, /) -> str | None:
         if syntaxes[0] in candidates:
             return syntaxes[0]
         default = DEFAULT_TRANSFER_SYNTAX.get(part_type)
-        return default if default in candidates else candidates[0]
+        if default in candidates:
+            return default
+        # Lossy compression of frames that are not lossy already only when the client names
+        # the syntax (PS3.18 §8.7.3.5 leaves it to the server; we never choose loss for them).
+        lossless = [ts for ts in candidates if ts not in LOSSY or syntaxes[0] in LOSSY]
+        return lossless[0] if lossless else None
     if wanted == "*":
         return candidates[0]
     return wanted if wanted in candidates else None
