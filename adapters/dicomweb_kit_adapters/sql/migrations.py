@@ -38,6 +38,7 @@ from .schema import (
     schema_version,
     series,
     studies,
+    workitems,
 )
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "current_version", "upgrade"]
@@ -176,11 +177,17 @@ async def _v4_pixel_layout(conn: AsyncConnection, _kind: Kind) -> None:
         await conn.execute(text(f"ALTER TABLE {instances.name} ADD COLUMN pixel_layout {column_type} NULL"))
 
 
+async def _v5_workitems(conn: AsyncConnection, _kind: Kind) -> None:
+    """Create the ``dwk_workitems`` table of UPS workitems (PS3.4 Annex CC). Idempotent."""
+    await conn.run_sync(lambda sync: workitems.create(sync, checkfirst=True))
+
+
 MIGRATIONS: Final[list[tuple[int, Step]]] = [
     (1, _v1_create_tables),
     (2, _v2_ordered_number_keys),
     (3, _v3_value_entities),
     (4, _v4_pixel_layout),
+    (5, _v5_workitems),
 ]
 SCHEMA_VERSION: Final = MIGRATIONS[-1][0]
 

@@ -54,6 +54,7 @@ __all__ = [
     "schema_version",
     "series",
     "studies",
+    "workitems",
 ]
 
 metadata = MetaData()
@@ -194,6 +195,28 @@ instance_values = Table(
     Index("dwk_values_instance", "instance_id", "tag"),
     Index("dwk_values_irregular", "irregular", "tag"),
     *(Index(name, *columns) for name, columns in VALUE_INDEXES.items()),
+    **_MYSQL,
+)
+
+# Version 5: UPS workitems (PS3.4 Annex CC). ``attributes`` is the workitem's DICOM JSON (the
+# Transaction UID is never part of it: PS3.4 §CC.2.1.3 keeps it from every response and query, so
+# it has its own column). ``version`` is the optimistic lock: an update succeeds only against the
+# version it read (``WHERE version = :read``), so of two concurrent state changes exactly one
+# wins. ``state`` is a column so that the common ``ProcedureStepState=SCHEDULED`` search is an
+# index scan; every other match key is evaluated on ``attributes`` by the reference matcher.
+workitems = Table(
+    "dwk_workitems",
+    metadata,
+    Column("id", _id(), primary_key=True, autoincrement=True),
+    Column("workitem_uid", _text(64), nullable=False, unique=True),
+    Column("version", Integer, nullable=False),
+    Column("state", _text(16), nullable=False),
+    Column("transaction_uid", _text(64), nullable=True),
+    Column("attributes", _blob, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.current_timestamp()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.current_timestamp()),
+    Index("dwk_workitems_state", "state", "id"),
+    sqlite_autoincrement=True,
     **_MYSQL,
 )
 
