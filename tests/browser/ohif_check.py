@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import json
 import shutil
 import subprocess
 import sys
@@ -31,10 +30,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import uvicorn
 from dicomweb_kit_adapters.filesystem import FileBlobStore
 from dicomweb_kit_adapters.sql import SqlIndex
 from PIL import Image, ImageStat
+from pydicom.uid import generate_uid
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
@@ -42,9 +43,9 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from dicomweb_kit import DicomWeb
+from dicomweb_kit.testing import make_dataset, part10_bytes
 
 OHIF_VERSION = "3.13.2"
-MAKE_CORPUS = Path("/work/shared/corpus/make_corpus.py")
 CACHE = Path.home() / ".cache" / "dicomweb-kit"
 
 APP_CONFIG = """window.config = {
@@ -100,14 +101,32 @@ def ohif_dist(given: Path | None) -> Path:
     return dist
 
 
-def make_corpus(directory: Path) -> tuple[list[Path], dict[str, Any]]:
-    subprocess.run(
-        [sys.executable, str(MAKE_CORPUS), "--out", str(directory), "--clean", "--studies", "1",
-         "--series-per-study", "2", "--instances-per-series", "8"],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    manifest = json.loads((directory / "manifest.json").read_text())
-    return sorted(directory.rglob("*.dcm")), manifest["studies"][0]
+def make_study(directory: Path) -> tuple[list[Path], dict[str, Any]]:
+    """Two CT series of 8 slices each: a disc phantom with a bright insert (256 x 256, 12 bits),
+    with slice geometry so OHIF sorts and displays them as a stack."""
+    directory.mkdir(parents=True, exist_ok=True)
+    study = {"StudyInstanceUID": generate_uid(), "PatientName": "Patchwork^Ohif", "PatientID": "OHIF-1"}
+    yy, xx = np.mgrid[0:256, 0:256]
+    files = []
+    for series_number in (1, 2):
+        series = generate_uid()
+        for slice_number in range(1, 9):
+            disc = ((xx - 128) ** 2 + (yy - 128) ** 2 < 100**2) * 1000
+            insert = ((xx - 90 - 4 * slice_number) ** 2 + (yy - 150) ** 2 < 15**2) * 1500
+            pixels = (disc + insert + 24).astype("<u2")
+            ds = make_dataset(
+                study=study["StudyInstanceUID"], series=series, patient_name=study["PatientName"],
+                patient_id=study["PatientID"], rows=256, columns=256, SeriesNumber=series_number,
+                InstanceNumber=slice_number, SeriesDescription=f"PHANTOM {series_number}",
+                StudyDescription="OHIF CHECK", ImagePositionPatient=[0, 0, 5 * slice_number],
+                ImageOrientationPatient=[1, 0, 0, 0, 1, 0], PixelSpacing=[1, 1], SliceThickness=5,
+                RescaleIntercept=-1024, RescaleSlope=1, WindowCenter=40, WindowWidth=400,
+            )  # fmt: skip
+            ds.PixelData = pixels.tobytes()
+            path = directory / f"{series_number}-{slice_number}.dcm"
+            path.write_bytes(part10_bytes(ds))
+            files.append(path)
+    return files, study
 
 
 class RequestLog:
@@ -233,12 +252,20 @@ def dismiss_popups(driver: Any) -> None:
                 button.click()
 
 
+#: Exit status when OHIF could not be downloaded (no registry): not a failure of ours.
+NO_DOWNLOAD = 3
+
+
 def run(args: argparse.Namespace) -> int:
-    dist = ohif_dist(args.ohif_dist)
+    try:
+        dist = ohif_dist(args.ohif_dist)
+    except (subprocess.CalledProcessError, OSError, tarfile.TarError) as exc:
+        print(f"cannot get @ohif/app@{OHIF_VERSION}: {exc}", file=sys.stderr)
+        return NO_DOWNLOAD
     work = Path(tempfile.mkdtemp(prefix="ohif-check-"))
     shots = args.screenshots or work / "screenshots"
     shots.mkdir(parents=True, exist_ok=True)
-    files, study = make_corpus(work / "corpus")
+    files, study = make_study(work / "study")
     kit = DicomWeb(blobs=FileBlobStore(work / "blobs"), index=SqlIndex(f"sqlite:///{work / 'index.sqlite3'}"))
     log = RequestLog(kit.app)
     failures: list[str] = []
