@@ -115,6 +115,15 @@ def _sync_fd(fd: int) -> None:
     os.fsync(fd)
 
 
+def _start_writeback(fd: int) -> None:
+    """Ask the kernel to start writing the file's dirty pages now, without waiting (Linux: an
+    fadvise DONTNEED starts writeback of dirty pages and drops only clean ones)."""
+    advise = getattr(os, "posix_fadvise", None)
+    if advise is not None:
+        with contextlib.suppress(OSError):
+            advise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+
+
 def _sync_dir(path: str) -> None:
     """Make the directory entries of ``path`` (a new or renamed file in it) durable."""
     if os.name == "nt":  # directories cannot be opened (nor need to be synced) on Windows
@@ -526,6 +535,8 @@ class FileBlobStore:
         assert temp.fd is not None and temp.path is not None
         if durable:
             _sync_fd(temp.fd)  # the bytes are on disk before the name points at them
+        elif self._fsync:
+            _start_writeback(temp.fd)  # so the group's sync() later waits less
         fd, temp.fd = temp.fd, None
         os.close(fd)
         directory = os.path.dirname(path)
