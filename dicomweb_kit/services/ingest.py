@@ -6,6 +6,7 @@ path that decides what a stored instance is.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -46,15 +47,12 @@ class PreparedInstance(msgspec.Struct, frozen=True):
 
 
 # The Pixel Data tags (7FE0,0010), Float (7FE0,0008) and Double Float (7FE0,0009) Pixel Data as
-# they appear in little and big endian files: the header ends there.
-_PIXEL_DATA_TAGS = (
-    b"\xe0\x7f\x10\x00",
-    b"\x7f\xe0\x00\x10",
-    b"\xe0\x7f\x08\x00",
-    b"\x7f\xe0\x00\x08",
-    b"\xe0\x7f\x09\x00",
-    b"\x7f\xe0\x00\x09",
-)
+# they appear in little and big endian files: the header ends there. One pattern, so one pass
+# that stops at the first sighting (six finds each scanned all the pixels when the tag was absent).
+_PIXEL_DATA_TAG = re.compile(rb"\xe0\x7f[\x10\x08\x09]\x00|\x7f\xe0\x00[\x10\x08\x09]")
+# The prefix grows by at most this much between searches: a header's end is found before the
+# pixels after it are copied.
+_KEEP_STEP = 1 << 16
 
 
 class _PrefixTee:
@@ -90,18 +88,23 @@ class _PrefixTee:
             self.scanner.close()
 
     def _keep(self, chunk: bytes | memoryview) -> None:
-        scan_from = max(len(self.prefix) - 3, 132)
-        room = (self._stop_at if self._stop_at is not None else self._limit) - len(self.prefix)
-        self.prefix += chunk[:room]
-        if self._stop_at is None:
-            found = [i for i in (self.prefix.find(tag, scan_from) for tag in _PIXEL_DATA_TAGS) if i >= 0]
-            if found:
-                start = min(found)
+        view = memoryview(chunk)
+        if self._stop_at is not None:  # the tag is known: keep the bytes up to just after it
+            self.prefix += view[: self._stop_at - len(self.prefix)]
+            return
+        view = view[: self._limit - len(self.prefix)]
+        for step in range(0, len(view), _KEEP_STEP):
+            scan_from = max(len(self.prefix) - 3, 132)  # a tag may straddle two steps
+            self.prefix += view[step : step + _KEEP_STEP]
+            found = _PIXEL_DATA_TAG.search(self.prefix, scan_from)
+            if found is not None:
+                start = found.start()
                 self._stop_at = start + 16
                 del self.prefix[self._stop_at :]
                 # The tag may have begun in an earlier chunk: show the scanner the kept bytes first.
                 self.scanner = PixelScanner(start)
                 self.scanner.feed(self.prefix[start:], start)
+                return
 
     @property
     def complete_in_prefix(self) -> bool:
