@@ -21,6 +21,9 @@ from .errors import (
     ResourceNotFound,
     StorageUnavailable,
     UnsupportedMediaType,
+    WorkitemConflict,
+    WorkitemInvalid,
+    WorkitemRefused,
 )
 from .index import AddOutcome, IndexCapabilities, InstanceIndex, InstanceRecord, MatchRow, Page, ScopeSummary
 from .kit import DicomWeb
@@ -44,6 +47,8 @@ from .render_cache import MemoryRenderCache, RenderCache
 from .resources import Level, ResourceKey, validate_uid
 from .settings import Settings
 from .storage import BlobInfo, BlobStore
+from .ups.memory import MemoryWorkitemStore
+from .ups.store import Workitem, WorkitemPage, WorkitemStore, search_workitems
 
 __version__ = "0.1.0"
 
@@ -69,6 +74,7 @@ __all__ = [
     "MatchRow",
     "Matcher",
     "MemoryRenderCache",
+    "MemoryWorkitemStore",
     "MethodNotAllowed",
     "NotAcceptable",
     "OrderKey",
@@ -91,6 +97,12 @@ __all__ = [
     "Universal",
     "UnsupportedMediaType",
     "Wildcard",
+    "Workitem",
+    "WorkitemConflict",
+    "WorkitemInvalid",
+    "WorkitemPage",
+    "WorkitemRefused",
+    "WorkitemStore",
     "__version__",
     "as_number",
     "fold",
@@ -99,6 +111,7 @@ __all__ = [
     "pn_groups",
     "pn_strip",
     "resolve_attribute",
+    "search_workitems",
     "sort_entities",
     "sort_key",
     "sort_value",

@@ -14,6 +14,9 @@ that turns them into responses, and anything else becomes a generic 500 without 
     ├── NotAcceptable (406)
     ├── RequestTimeout (408)            a request body that stalls
     ├── Conflict (409)
+    ├── WorkitemRefused              a UPS-RS request refused with a PS3.4 DIMSE status
+    │   ├── WorkitemConflict (409, Conflict)
+    │   └── WorkitemInvalid (400, InvalidRequest)
     ├── PayloadTooLarge (413)
     ├── UnsupportedMediaType (415)
     ├── StorageUnavailable (503)       adapters wrap their driver errors in it
@@ -43,6 +46,9 @@ __all__ = [
     "ResourceNotFound",
     "StorageUnavailable",
     "UnsupportedMediaType",
+    "WorkitemConflict",
+    "WorkitemInvalid",
+    "WorkitemRefused",
 ]
 
 
@@ -102,6 +108,29 @@ class Conflict(DicomWebError):
     """The request is well formed but conflicts with the state of the target (409)."""
 
     http_status = 409
+
+
+class WorkitemRefused(DicomWebError):
+    """A UPS-RS request refused per PS3.4 Annex CC (see :mod:`dicomweb_kit.ups.states`).
+
+    Args:
+        message: what was refused and why, naming the workitem and attributes.
+        status: the DIMSE status of the refusal (e.g. ``0xC301``).
+        warning: the Warning text PS3.18 §11 prescribes for it (without the ``299 <service>:``).
+    """
+
+    def __init__(self, message: str, /, *, status: int, warning: str | None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.warning = warning
+
+
+class WorkitemConflict(WorkitemRefused, Conflict):
+    """A UPS-RS request inconsistent with the workitem's state (409)."""
+
+
+class WorkitemInvalid(WorkitemRefused, InvalidRequest):
+    """A UPS-RS request PS3.18 answers with 400 (a missing or incorrect Transaction UID, ...)."""
 
 
 class PayloadTooLarge(DicomWebError):

@@ -12,6 +12,8 @@ from .index import InstanceIndex
 from .render_cache import MemoryRenderCache, RenderCache
 from .settings import Settings
 from .storage import BlobStore
+from .ups.memory import MemoryWorkitemStore
+from .ups.store import WorkitemStore
 
 if TYPE_CHECKING:
     from .web.types import ASGIApp
@@ -37,6 +39,9 @@ class DicomWeb:
         settings: limits and policies.
         render_cache: where rendered thumbnails are cached (default: in memory, bounded by
             ``settings.thumbnail_cache_bytes``).
+        workitems: where UPS-RS workitems are kept (default: the index's own
+            ``ups_workitems()`` store if it has one, as ``SqlIndex`` does on its database, else
+            in memory: workitems are then lost when the process stops).
 
     Raises:
         ConfigurationError: an adapter does not implement its protocol.
@@ -49,6 +54,7 @@ class DicomWeb:
         index: InstanceIndex,
         settings: Settings | None = None,
         render_cache: RenderCache | None = None,
+        workitems: WorkitemStore | None = None,
     ) -> None:
         if not isinstance(blobs, BlobStore):
             raise ConfigurationError(f"blobs must implement dicomweb_kit.BlobStore; {type(blobs).__name__} does not")
@@ -62,6 +68,14 @@ class DicomWeb:
         self.render_cache = (
             render_cache if render_cache is not None else MemoryRenderCache(self.settings.thumbnail_cache_bytes)
         )
+        if workitems is None:
+            factory = getattr(index, "ups_workitems", None)
+            workitems = factory() if factory is not None else MemoryWorkitemStore()
+        if not isinstance(workitems, WorkitemStore):
+            raise ConfigurationError(
+                f"workitems must implement dicomweb_kit.WorkitemStore; {type(workitems).__name__} does not"
+            )
+        self.workitems: WorkitemStore = workitems
         self._app: ASGIApp | None = None
 
     @property
@@ -86,7 +100,7 @@ class DicomWeb:
 
     async def __aenter__(self) -> Self:
         # Optional adapter hook `async def open()`: create tables, connect pools, sweep temp files.
-        for adapter in (self.blobs, self.index):
+        for adapter in (self.blobs, self.index, self.workitems):
             opener = getattr(adapter, "open", None)
             if opener is not None:
                 await opener()
@@ -100,6 +114,7 @@ class DicomWeb:
     async def aclose(self) -> None:
         """Close both adapters."""
         try:
+            await self.workitems.aclose()
             await self.index.aclose()
         finally:
             await self.blobs.aclose()

@@ -8,5 +8,6 @@ Install with the ``sql`` extra. ``SqlIndex("sqlite:///archive.db")``,
 from __future__ import annotations
 
 from .index import SqlIndex
+from .workitems import SqlWorkitemStore
 
-__all__ = ["SqlIndex"]
+__all__ = ["SqlIndex", "SqlWorkitemStore"]

@@ -37,6 +37,7 @@ from .dialects import create_engine, create_sync_engine, insert_ignore, is_retry
 from .extract import indexed_attributes, representative, value_rows
 from .migrations import SCHEMA_VERSION, upgrade
 from .schema import SERIES_COLUMNS, STUDY_COLUMNS, instance_values, instances, series, studies
+from .workitems import SqlWorkitemStore
 
 __all__ = ["SqlIndex"]
 
@@ -97,6 +98,10 @@ class SqlIndex:
     # ----------------------------------------------------------------------------------------
     # Lifecycle
     # ----------------------------------------------------------------------------------------
+
+    def ups_workitems(self) -> SqlWorkitemStore:
+        """A UPS workitem store on this index's database and pool (the kit's default workitems)."""
+        return SqlWorkitemStore.on_engine(self._kind, self._engine)
 
     async def open(self) -> None:
         """Create or upgrade the schema (idempotent; safe from several workers at once)."""
