@@ -25,6 +25,7 @@ from .errors import (
     WorkitemInvalid,
     WorkitemRefused,
 )
+from .events import EventBus, MemoryEventBus
 from .index import AddOutcome, IndexCapabilities, InstanceIndex, InstanceRecord, MatchRow, Page, ScopeSummary
 from .kit import DicomWeb
 from .pixels.layout import PixelLayout
@@ -49,6 +50,14 @@ from .settings import Settings
 from .storage import BlobInfo, BlobStore
 from .ups.memory import MemoryWorkitemStore
 from .ups.store import Workitem, WorkitemPage, WorkitemStore, search_workitems
+from .ups.subscriptions import (
+    FILTERED_WORKLIST_UID,
+    WORKLIST_UID,
+    LoggedEvent,
+    MemorySubscriptionStore,
+    Subscription,
+    SubscriptionStore,
+)
 
 __version__ = "0.1.0"
 
@@ -103,6 +112,14 @@ __all__ = [
     "WorkitemPage",
     "WorkitemRefused",
     "WorkitemStore",
+    "EventBus",
+    "MemoryEventBus",
+    "FILTERED_WORKLIST_UID",
+    "WORKLIST_UID",
+    "LoggedEvent",
+    "MemorySubscriptionStore",
+    "Subscription",
+    "SubscriptionStore",
     "__version__",
     "as_number",
     "fold",

@@ -8,12 +8,14 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 from .errors import ConfigurationError
+from .events import EventBus, MemoryEventBus
 from .index import InstanceIndex
 from .render_cache import MemoryRenderCache, RenderCache
 from .settings import Settings
 from .storage import BlobStore
 from .ups.memory import MemoryWorkitemStore
 from .ups.store import WorkitemStore
+from .ups.subscriptions import MemorySubscriptionStore, SubscriptionStore
 
 if TYPE_CHECKING:
     from .web.types import ASGIApp
@@ -42,6 +44,11 @@ class DicomWeb:
         workitems: where UPS-RS workitems are kept (default: the index's own
             ``ups_workitems()`` store if it has one, as ``SqlIndex`` does on its database, else
             in memory: workitems are then lost when the process stops).
+        events: the event bus that wakes UPS-RS notification channels (default: in memory, one
+            process; several workers need a shared bus such as the SQL adapter's
+            ``PostgresEventBus``).
+        subscriptions: where UPS subscriptions and event logs are kept (default: the index's own
+            ``ups_subscriptions()`` store if it has one, else in memory).
 
     Raises:
         ConfigurationError: an adapter does not implement its protocol.
@@ -55,6 +62,8 @@ class DicomWeb:
         settings: Settings | None = None,
         render_cache: RenderCache | None = None,
         workitems: WorkitemStore | None = None,
+        events: EventBus | None = None,
+        subscriptions: SubscriptionStore | None = None,
     ) -> None:
         if not isinstance(blobs, BlobStore):
             raise ConfigurationError(f"blobs must implement dicomweb_kit.BlobStore; {type(blobs).__name__} does not")
@@ -68,6 +77,13 @@ class DicomWeb:
         self.render_cache = (
             render_cache if render_cache is not None else MemoryRenderCache(self.settings.thumbnail_cache_bytes)
         )
+        self.events: EventBus = events if events is not None else MemoryEventBus()
+        if subscriptions is None:
+            factory = getattr(index, "ups_subscriptions", None)
+            subscriptions = factory() if factory is not None else MemorySubscriptionStore()
+        if not isinstance(self.events, EventBus) or not isinstance(subscriptions, SubscriptionStore):
+            raise ConfigurationError("events must implement dicomweb_kit.EventBus, subscriptions SubscriptionStore")
+        self.subscriptions: SubscriptionStore = subscriptions
         if workitems is None:
             factory = getattr(index, "ups_workitems", None)
             workitems = factory() if factory is not None else MemoryWorkitemStore()
@@ -100,7 +116,7 @@ class DicomWeb:
 
     async def __aenter__(self) -> Self:
         # Optional adapter hook `async def open()`: create tables, connect pools, sweep temp files.
-        for adapter in (self.blobs, self.index, self.workitems):
+        for adapter in (self.blobs, self.index, self.workitems, self.subscriptions, self.events):
             opener = getattr(adapter, "open", None)
             if opener is not None:
                 await opener()
@@ -115,6 +131,8 @@ class DicomWeb:
         """Close both adapters."""
         try:
             await self.workitems.aclose()
+            await self.events.aclose()
+            await self.subscriptions.aclose()
             await self.index.aclose()
         finally:
             await self.blobs.aclose()

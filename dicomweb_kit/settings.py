@@ -46,6 +46,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             keeps (0: no caching). A kit built with its own ``render_cache`` ignores it.
         max_rendered_document_bytes: largest Encapsulated PDF or Structured Report instance that a
             rendered request reads into memory (413 beyond it).
+        ups_event_log_limit: the most UPS event reports kept for one subscriber (AE) that has not
+            received them yet; beyond it the oldest are dropped. Reports are deleted as soon as they
+            are sent on the AE's notification channel (PS3.18 §8.10).
+        ups_channel_poll_interval: seconds between re-reads of a connected subscriber's event log
+            when the event bus has not woken it, a safety net for lost bus notifications.
     """
 
     max_request_bytes: int = 8 << 30
@@ -64,3 +69,5 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     thumbnail_size: int = 128
     thumbnail_cache_bytes: int = 32 << 20
     max_rendered_document_bytes: int = 64 << 20
+    ups_event_log_limit: int = 10_000
+    ups_channel_poll_interval: float = 5.0

@@ -6,7 +6,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from ..resources import Level
 from .bulkdata import BulkDataEndpoints
@@ -15,6 +15,7 @@ from .error_handlers import EXCEPTION_HANDLERS, error_response
 from .frames import FrameEndpoints
 from .rendered import RenderedEndpoints
 from .types import ASGIApp, Message, Receive, Scope, Send
+from .ups_events import UpsEventEndpoints
 
 if TYPE_CHECKING:
     from ..kit import DicomWeb
@@ -66,10 +67,21 @@ def create_app(kit: DicomWeb) -> ASGIApp:
         ]
     if kit.settings.allow_delete:
         routes += [Route(path, e.delete, methods=["DELETE"]) for path in (S, R, I)]
+    # UPS-RS Subscribe / Unsubscribe / Suspend (PS3.18 §11.10-11.12).
+    ups_events = UpsEventEndpoints(kit)
+    subscriber = "/workitems/{workitem}/subscribers/{ae_title}"
+    routes += [
+        Route(subscriber, ups_events.subscribe, methods=["POST"]),
+        Route(subscriber, ups_events.unsubscribe, methods=["DELETE"]),
+        Route(subscriber + "/suspend", ups_events.suspend, methods=["POST"]),
+    ]
     # The DICOMweb tutorial queries `/studies/`: every resource answers with a trailing slash too,
     # directly (a redirect would lose the Accept header with some clients).
     routes += [Route(r.path + "/", r.endpoint, methods=sorted(r.methods or ())) for r in list(routes)]
-    app = Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS)
+    # The UPS notification channel, a WebSocket (PS3.18 §8.10.4): after the loop above, which
+    # duplicates HTTP routes only.
+    channels: list[BaseRoute] = [WebSocketRoute("/subscribers/{ae_title}", ups_events.channel)]
+    app = Starlette(routes=[*routes, *channels], exception_handlers=EXCEPTION_HANDLERS)
     return _CatchAll(app)
 
 

@@ -7,7 +7,9 @@ Install with the ``sql`` extra. ``SqlIndex("sqlite:///archive.db")``,
 
 from __future__ import annotations
 
+from .events import PostgresEventBus
 from .index import SqlIndex
+from .subscriptions import SqlSubscriptionStore
 from .workitems import SqlWorkitemStore
 
-__all__ = ["SqlIndex", "SqlWorkitemStore"]
+__all__ = ["PostgresEventBus", "SqlIndex", "SqlSubscriptionStore", "SqlWorkitemStore"]

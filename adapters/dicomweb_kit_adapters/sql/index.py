@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from functools import partial
-from typing import Any, Final, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
 
 import anyio
 import msgspec
@@ -38,6 +38,9 @@ from .extract import indexed_attributes, representative, value_rows
 from .migrations import SCHEMA_VERSION, upgrade
 from .schema import SERIES_COLUMNS, STUDY_COLUMNS, instance_values, instances, series, studies
 from .workitems import SqlWorkitemStore
+
+if TYPE_CHECKING:
+    from .subscriptions import SqlSubscriptionStore
 
 __all__ = ["SqlIndex"]
 
@@ -102,6 +105,12 @@ class SqlIndex:
     def ups_workitems(self) -> SqlWorkitemStore:
         """A UPS workitem store on this index's database and pool (the kit's default workitems)."""
         return SqlWorkitemStore.on_engine(self._kind, self._engine)
+
+    def ups_subscriptions(self) -> SqlSubscriptionStore:
+        """The UPS subscription store on this index's database (the kit's default subscriptions)."""
+        from .subscriptions import SqlSubscriptionStore
+
+        return SqlSubscriptionStore(self)
 
     async def open(self) -> None:
         """Create or upgrade the schema (idempotent; safe from several workers at once)."""

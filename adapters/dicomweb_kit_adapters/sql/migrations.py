@@ -40,6 +40,7 @@ from .schema import (
     studies,
     workitems,
 )
+from .ups_tables import TABLES as UPS_TABLES
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "current_version", "upgrade"]
 
@@ -182,12 +183,19 @@ async def _v5_workitems(conn: AsyncConnection, _kind: Kind) -> None:
     await conn.run_sync(lambda sync: workitems.create(sync, checkfirst=True))
 
 
+async def _v6_ups_subscriptions(conn: AsyncConnection, _kind: Kind) -> None:
+    """Create the UPS subscription, subscriber and event log tables and the event bus's message
+    table (``ups_tables.py``). Idempotent."""
+    await conn.run_sync(lambda sync: metadata.create_all(sync, tables=UPS_TABLES, checkfirst=True))
+
+
 MIGRATIONS: Final[list[tuple[int, Step]]] = [
     (1, _v1_create_tables),
     (2, _v2_ordered_number_keys),
     (3, _v3_value_entities),
     (4, _v4_pixel_layout),
     (5, _v5_workitems),
+    (6, _v6_ups_subscriptions),
 ]
 SCHEMA_VERSION: Final = MIGRATIONS[-1][0]
 
