@@ -189,7 +189,14 @@ async def _render_image_frames(
     if numbers is None:
         numbers = list(range(1, pixels.count + 1))
     check_frame_numbers(numbers, pixels.count, record.key)
-    choice = negotiate(accept, _image_offers(len(numbers)), accept_param=accept_param)
+    try:
+        choice = negotiate(accept, _image_offers(len(numbers)), accept_param=accept_param)
+    except NotAcceptable as exc:
+        wanted = f"{accept or ''} {accept_param or ''}".lower()
+        if "video/" in wanted and not video_media_types():
+            hint = "Video needs the 'video' extra (PyAV): pip install 'dicomweb-kit[video]'"
+            raise NotAcceptable(f"{exc.message}. {hint}") from exc
+        raise
     offer = choice.offer
     if offer.media_type == _MULTIPART:
         assert offer.part_type is not None

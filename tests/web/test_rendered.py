@@ -155,7 +155,9 @@ async def test_multi_frame_instance_and_frames(client: httpx.AsyncClient, monkey
     assert (await client.get(path_of(ds) + "/frames/4/rendered")).status_code == 404
     assert (await client.get(path_of(ds) + "/frames/0,x/rendered")).status_code == 400
     monkeypatch.setattr(rendered, "video_media_types", lambda: ())  # as without the `video` extra
-    assert (await client.get(path_of(ds) + "/rendered", headers={"Accept": "video/mp4"})).status_code == 406
+    answer = await client.get(path_of(ds) + "/rendered", headers={"Accept": "video/mp4"})
+    assert answer.status_code == 406
+    assert "dicomweb-kit[video]" in answer.text  # says how to get it
 
 
 async def test_multi_frame_as_video(client: httpx.AsyncClient) -> None:
