@@ -16,5 +16,15 @@ from __future__ import annotations
 
 from .contracts import BlobStoreContract, InstanceIndexContract
 from .datasets import make_dataset, make_record, part10_bytes
+from .workitem_contracts import WorkitemStoreContract
+from .workitems import make_workitem
 
-__all__ = ["BlobStoreContract", "InstanceIndexContract", "make_dataset", "make_record", "part10_bytes"]
+__all__ = [
+    "BlobStoreContract",
+    "InstanceIndexContract",
+    "WorkitemStoreContract",
+    "make_dataset",
+    "make_record",
+    "make_workitem",
+    "part10_bytes",
+]

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["cancellation_attributes", "code", "completion_attributes", "make_workitem"]
+if TYPE_CHECKING:
+    from ..kit import DicomWeb
+
+__all__ = ["cancellation_attributes", "code", "completion_attributes", "make_workitem", "workitem_in"]
 
 
 def code(value: str, scheme: str, meaning: str) -> dict[str, Any]:
@@ -64,3 +67,20 @@ def cancellation_attributes() -> dict[str, Any]:
     """What an Update must set before CANCELED (Final State X: a discontinuation reason)."""
     progress = {"0074100E": {"vr": "SQ", "Value": [code("110514", "DCM", "Incorrect worklist entry selected")]}}
     return {"00741002": {"vr": "SQ", "Value": [progress]}}
+
+
+async def workitem_in(kit: DicomWeb, state: str, /, *, transaction_uid: str = "1.2.826.0.1.1", **kw: Any) -> str:
+    """Create a workitem and bring it to ``state`` through the service (claimed with
+    ``transaction_uid`` unless SCHEDULED); an IN PROGRESS one already holds the attributes
+    COMPLETED and CANCELED require. Returns its UID; ``kw`` go to :func:`make_workitem`."""
+    from ..ups import service
+
+    uid = (await service.create(kit, make_workitem(**kw))).workitem.uid
+    if state == "SCHEDULED":
+        return uid
+    await service.change_state(kit, uid, "IN PROGRESS", transaction_uid=transaction_uid)
+    final = {**completion_attributes(), **cancellation_attributes()}
+    await service.update(kit, uid, final, transaction_uid=transaction_uid)
+    if state != "IN PROGRESS":
+        await service.change_state(kit, uid, state, transaction_uid=transaction_uid)
+    return uid

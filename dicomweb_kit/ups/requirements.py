@@ -26,6 +26,7 @@ from .states import State
 __all__ = [
     "UPS_PUSH_SOP_CLASS",
     "check_create",
+    "check_dataset",
     "check_set",
     "final_state_problems",
     "has_value",
@@ -141,6 +142,41 @@ def has_value(attrs: Mapping[str, Any], tag: int, /) -> bool:
     element = attrs.get(_key(tag))
     values = element.get("Value") if isinstance(element, Mapping) else None
     return isinstance(values, list) and any(v not in (None, "", {}) for v in values)
+
+
+_HEX8: Final = frozenset("0123456789ABCDEF")
+_MAX_DEPTH: Final = 16
+
+
+def check_dataset(obj: Any, /, *, what: str = "The workitem", depth: int = 0) -> dict[str, Any]:
+    """``obj`` as a DICOM JSON object (PS3.18 §F.2) with upper-case keys; InvalidRequest if it is not one.
+
+    Only the shape is checked (what the UPS rules read): 8-hex-digit keys, objects with a
+    ``vr``, ``Value`` lists, sequence items that are objects in turn.
+    """
+    if not isinstance(obj, dict):
+        raise InvalidRequest(f"{what} is not a DICOM JSON object (PS3.18 §F.2)")
+    if depth > _MAX_DEPTH:
+        raise InvalidRequest(f"{what} nests sequences more than {_MAX_DEPTH} deep")
+    checked: dict[str, Any] = {}
+    for key, element in obj.items():
+        tag = str(key).upper()
+        if len(tag) != 8 or not set(tag) <= _HEX8:
+            raise InvalidRequest(f"{what}: {str(key)[:20]!r} is not an attribute tag of 8 hex digits (PS3.18 §F.2.1)")
+        shown = name(int(tag, 16))
+        if not isinstance(element, dict) or not isinstance(element.get("vr"), str) or len(element["vr"]) != 2:
+            raise InvalidRequest(f"{what}: {shown} is not an object with a two-letter \"vr\" (PS3.18 §F.2.2)")
+        values = element.get("Value")
+        if values is not None:
+            if not isinstance(values, list):
+                raise InvalidRequest(f"{what}: the \"Value\" of {shown} is not an array (PS3.18 §F.2.4)")
+            if element["vr"] == "SQ":
+                element = {
+                    **element,
+                    "Value": [check_dataset(item, what=f"{what}: {shown} item", depth=depth + 1) for item in values],
+                }
+        checked[tag] = element
+    return checked
 
 
 def _check_values(attrs: Mapping[str, Any], tags: Iterable[int], problems: list[str]) -> None:

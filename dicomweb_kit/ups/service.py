@@ -219,7 +219,7 @@ async def create(kit: DicomWeb, attributes: Mapping[str, Any], /, *, uid: str | 
     every problem), completed with what the SCP sets (SOP Class/Instance UID, Scheduled
     Procedure Step Modification DateTime, Worklist Label) and stored SCHEDULED.
     """
-    attrs = dict(attributes)
+    attrs = requirements.check_dataset(attributes)
     in_dataset = requirements.value(attrs, SOP_INSTANCE_UID)
     if uid is not None and in_dataset is not None and str(in_dataset).strip() != uid.strip():
         raise InvalidRequest(
@@ -268,7 +268,7 @@ async def update(
     """
     uid = _uid(uid)
     given = None if transaction_uid is None else _uid(transaction_uid, "Transaction UID")
-    changes = dict(changes)
+    changes = requirements.check_dataset(changes, what="The update")
 
     def decide(current: Workitem | None) -> Event:
         recorded = None if current is None else current.transaction_uid
@@ -369,7 +369,7 @@ async def request_cancellation(
     the reason recorded); an IN PROGRESS one is left to its performer.
     """
     uid = _uid(uid)
-    reason = dict(reason or {})
+    reason = requirements.check_dataset(reason or {}, what="The cancellation request")
 
     def apply(current: Workitem, cell: Outcome) -> Workitem | None:
         if cell.state is None:

@@ -35,6 +35,7 @@ import msgspec
 __all__ = [
     "RESPONSES",
     "TABLE",
+    "UNREACHABLE",
     "Event",
     "Outcome",
     "Response",
@@ -153,7 +154,10 @@ _ONLY_CREATE = Outcome(None, SCHEDULED_ONLY_BY_CREATE)
 
 
 # PS3.4 Table CC.1.1-2 (columns: SCHEDULED, IN PROGRESS, CANCELED, COMPLETED, no such workitem).
-# An N-SET with the correct UID of a SCHEDULED workitem cannot happen (it has none): not a cell.
+# A SCHEDULED (or absent) workitem has no Transaction UID, so "with the correct Transaction UID"
+# cannot happen there (any UID given is another one): those are not cells (UNREACHABLE).
+_WITH_UID = (Event.SET_WITH_UID, Event.TO_COMPLETED, Event.TO_CANCELED)
+UNREACHABLE: Final = frozenset((event, state) for event in _WITH_UID for state in (_S, None))
 TABLE: Final[dict[tuple[Event, State | None], Outcome]] = {
     (event, state): cell
     for event, row in {
@@ -182,7 +186,7 @@ TABLE: Final[dict[tuple[Event, State | None], Outcome]] = {
         Event.GET: _row(_ASIS, _ASIS, _ASIS, _ASIS),
     }.items()
     for state, cell in row.items()
-    if not (event is Event.SET_WITH_UID and state is _S)
+    if (event, state) not in UNREACHABLE
 }
 
 

@@ -15,6 +15,7 @@ from .error_handlers import EXCEPTION_HANDLERS, error_response
 from .frames import FrameEndpoints
 from .rendered import RenderedEndpoints
 from .types import ASGIApp, Message, Receive, Scope, Send
+from .ups import WorkitemEndpoints
 from .ups_events import UpsEventEndpoints
 
 if TYPE_CHECKING:
@@ -67,6 +68,16 @@ def create_app(kit: DicomWeb) -> ASGIApp:
         ]
     if kit.settings.allow_delete:
         routes += [Route(path, e.delete, methods=["DELETE"]) for path in (S, R, I)]
+    # UPS-RS workitem transactions (PS3.18 §11.4-11.9).
+    ups = WorkitemEndpoints(kit)
+    routes += [
+        Route("/workitems", ups.create, methods=["POST"]),
+        Route("/workitems", ups.search, methods=["GET"]),
+        Route("/workitems/{workitem}", ups.retrieve, methods=["GET"]),
+        Route("/workitems/{workitem}", ups.update, methods=["POST"]),
+        Route("/workitems/{workitem}/state", ups.change_state, methods=["PUT"]),
+        Route("/workitems/{workitem}/cancelrequest", ups.request_cancellation, methods=["POST"]),
+    ]
     # UPS-RS Subscribe / Unsubscribe / Suspend (PS3.18 §11.10-11.12).
     ups_events = UpsEventEndpoints(kit)
     subscriber = "/workitems/{workitem}/subscribers/{ae_title}"
@@ -82,6 +93,7 @@ def create_app(kit: DicomWeb) -> ASGIApp:
     # duplicates HTTP routes only.
     channels: list[BaseRoute] = [WebSocketRoute("/subscribers/{ae_title}", ups_events.channel)]
     app = Starlette(routes=[*routes, *channels], exception_handlers=EXCEPTION_HANDLERS)
+    app.state.public_url = kit.settings.public_url  # see web.endpoints.service_url
     return _CatchAll(app)
 
 
