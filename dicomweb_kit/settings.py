@@ -35,6 +35,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             than this are read back from the blob store.
         body_read_timeout: seconds STOW-RS waits for the next piece of a request body before it
             answers 408 and frees the worker for others (a stalled or trickling client).
+        public_url: the service root as clients should see it (``https://pacs.example.org/dicom-web``),
+            for the URLs responses carry (RetrieveURL, BulkDataURI, Location). ``None``: built
+            from each request (Host header, mount prefix), which is right unless a client sends a
+            Host header without its port (dicomweb-client does) or a proxy rewrites it.
         allow_delete: serve DELETE on studies, series and instances (not part of PS3.18; dcm4chee
             and Microsoft's server offer it). Off by default: DELETE is then 405.
         max_repair_bytes: largest instance that STOW-RS accepts without the Part 10 preamble and
@@ -66,6 +70,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_repair_bytes: int = 512 << 20
     body_read_timeout: float = 60.0
     allow_delete: bool = False
+    public_url: str | None = None
     thumbnail_size: int = 128
     thumbnail_cache_bytes: int = 32 << 20
     max_rendered_document_bytes: int = 64 << 20

@@ -93,6 +93,7 @@ def create_app(kit: DicomWeb) -> ASGIApp:
     # duplicates HTTP routes only.
     channels: list[BaseRoute] = [WebSocketRoute("/subscribers/{ae_title}", ups_events.channel)]
     app = Starlette(routes=[*routes, *channels], exception_handlers=EXCEPTION_HANDLERS)
+    app.state.public_url = kit.settings.public_url  # see web.endpoints.service_url
     return _CatchAll(app)
 
 

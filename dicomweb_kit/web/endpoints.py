@@ -30,7 +30,11 @@ LIST_OFFERS = [*JSON_OFFERS, Offer("multipart/related", part_type=XML_TYPE)]
 
 
 def service_url(request: Request) -> str:
-    """The service root as the client reached it, mount prefix included (for RetrieveURL)."""
+    """The service root as the client reached it, mount prefix included (for RetrieveURL), or
+    ``Settings.public_url`` when the operator set one."""
+    public: str | None = getattr(request.app.state, "public_url", None)
+    if public:
+        return public.rstrip("/")
     root_path = request.scope.get("root_path", "")
     return str(request.url.replace(path=root_path, query="", fragment="")).rstrip("/")
 

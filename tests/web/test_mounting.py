@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
-from dicomweb_kit import ConfigurationError, DicomWeb
+from dicomweb_kit import ConfigurationError, DicomWeb, Settings
 from dicomweb_kit.testing import make_dataset, part10_bytes
 
 pytestmark = pytest.mark.anyio
@@ -56,3 +56,20 @@ def test_adapters_are_checked_at_construction() -> None:
         DicomWeb(blobs=object(), index=MemoryIndex())  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match="index must implement"):
         DicomWeb(blobs=MemoryBlobStore(), index=object())  # type: ignore[arg-type]
+
+
+async def test_public_url_overrides_what_the_request_says() -> None:
+    """dicomweb-client sends ``Host`` without the port; an operator can pin the public root."""
+    public = "https://pacs.example.org/dicom-web"
+    kit = DicomWeb(blobs=MemoryBlobStore(), index=MemoryIndex(), settings=Settings(public_url=public + "/"))
+    async with kit:
+        transport = httpx.ASGITransport(app=starlette_host(kit, "/dicom-web"))
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+            ds = make_dataset()
+            body = b"--b\r\nContent-Type: application/dicom\r\n\r\n" + part10_bytes(ds) + b"\r\n--b--"
+            headers = {"Content-Type": "multipart/related; boundary=b", "Host": "127.0.0.1"}
+            r = await client.post("/dicom-web/studies", content=body, headers=headers)
+            instance_url = r.json()["00081199"]["Value"][0]["00081190"]["Value"][0]
+            assert instance_url.startswith(f"{public}/studies/{ds.StudyInstanceUID}/series/")
+            [meta] = (await client.get("/dicom-web" + instance_url.removeprefix(public) + "/metadata")).json()
+            assert meta["7FE00010"]["BulkDataURI"] == instance_url + "/bulkdata/7FE00010"
