@@ -25,12 +25,14 @@ FILE_BLOB_STORE = "dicomweb_kit_adapters.filesystem:FileBlobStore"
 SQL_INDEX = "dicomweb_kit_adapters.sql:SqlIndex"
 MEMORY_BLOB_STORE = "dicomweb_kit_adapters.memory:MemoryBlobStore"
 MEMORY_INDEX = "dicomweb_kit_adapters.memory:MemoryIndex"
+POSTGRES_EVENT_BUS = "dicomweb_kit_adapters.sql:PostgresEventBus"
 
 ENV_DATA_DIR = "DICOMWEB_KIT_DATA_DIR"
 ENV_DATABASE_URL = "DICOMWEB_KIT_DATABASE_URL"
 ENV_STORAGE = "DICOMWEB_KIT_STORAGE"
 ENV_ROOT = "DICOMWEB_KIT_ROOT"
 ENV_ALLOW_DELETE = "DICOMWEB_KIT_ALLOW_DELETE"
+ENV_PUBLIC_URL = "DICOMWEB_KIT_PUBLIC_URL"
 ENV_EXTRA_INDEXED = "DICOMWEB_KIT_EXTRA_INDEXED"
 DEFAULT_DATA_DIR = "dicomweb-data"
 
@@ -94,6 +96,18 @@ class BackendConfig:
         index = _load(SQL_INDEX)(self.database_url, extra_indexed=self.extra_indexed)
         return _load(FILE_BLOB_STORE)(self.storage), index
 
+    @property
+    def postgresql(self) -> bool:
+        return not self.memory and self.database_url.split(":", 1)[0].split("+", 1)[0] in ("postgresql", "postgres")
+
+    def event_bus(self) -> Any:
+        """The UPS event bus of ``serve``: PostgreSQL LISTEN/NOTIFY on PostgreSQL (a change in one
+        worker wakes the notification channels of every worker at once); else ``None``, the
+        kit's in-memory bus. With SQLite or MariaDB the subscriptions and event logs are still in
+        the shared database, so a channel on another worker (or machine) picks a report up on its
+        next poll of the log (``Settings.ups_channel_poll_interval``, 5 s) instead of at once."""
+        return _load(POSTGRES_EVENT_BUS)(self.database_url) if self.postgresql else None
+
 
 def _redact(url: str) -> str:
     """A database URL without its password, for logs."""
@@ -104,12 +118,14 @@ def _redact(url: str) -> str:
     return url
 
 
-def build_kit(config: BackendConfig, *, allow_delete: bool = False) -> Any:
+def build_kit(config: BackendConfig, *, allow_delete: bool = False, events: bool = False) -> Any:
     from .kit import DicomWeb
     from .settings import Settings
 
     blobs, index = config.adapters()
-    return DicomWeb(blobs=blobs, index=index, settings=Settings(allow_delete=allow_delete))
+    bus = config.event_bus() if events else None
+    settings = Settings(allow_delete=allow_delete, public_url=os.environ.get(ENV_PUBLIC_URL) or None)
+    return DicomWeb(blobs=blobs, index=index, settings=settings, events=bus)
 
 
 def create_standalone_app() -> Any:
@@ -118,7 +134,7 @@ def create_standalone_app() -> Any:
     from starlette.routing import Mount
 
     root = os.environ.get(ENV_ROOT, "/dicom-web").rstrip("/")
-    kit = build_kit(BackendConfig(), allow_delete=os.environ.get(ENV_ALLOW_DELETE) == "1")
+    kit = build_kit(BackendConfig(), allow_delete=os.environ.get(ENV_ALLOW_DELETE) == "1", events=True)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
@@ -159,6 +175,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--root", default="/dicom-web", help="path prefix of the service (default /dicom-web)")
     serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     serve.add_argument("--allow-delete", action="store_true", help="enable DELETE of studies, series, instances")
+    serve.add_argument(
+        "--public-url",
+        help=f"the service root clients see, for URLs in responses (env {ENV_PUBLIC_URL}; default: from the request)",
+    )
     serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     _backend_options(serve)
 
@@ -210,10 +230,14 @@ def _serve(args: argparse.Namespace, config: BackendConfig) -> int:
     root = "/" + args.root.strip("/")
     os.environ[ENV_ROOT] = root
     os.environ[ENV_ALLOW_DELETE] = "1" if args.allow_delete else "0"
+    if args.public_url:
+        os.environ[ENV_PUBLIC_URL] = args.public_url
     config.export()
     log.info("storage: %s", config.describe())
     if config.memory and args.workers > 1:
         log.warning("storage: each of the %d workers has its own memory store", args.workers)
+    if args.workers > 1 and not config.memory and not config.postgresql:
+        log.info("UPS events: workers see each other's events on their next poll of the event log (5 s)")
     log.info("DICOMweb service at http://%s:%d%s", args.host, args.port, root if root != "/" else "")
     uvicorn.run(
         "dicomweb_kit.cli:create_standalone_app",

@@ -49,8 +49,9 @@ class EventBus(Protocol):
 
     def subscribe(self, topic: str, /) -> contextlib.AbstractAsyncContextManager[AsyncIterator[bytes]]:
         """A subscription to ``topic``: messages published after entering the context are
-        yielded by the iterator, in order, until the context exits. A subscriber that falls far
-        behind may lose the oldest messages it has not read (the bus says how far)."""
+        yielded by the iterator, in order, until the context exits (across processes, one
+        published just before may arrive too: it was still in flight). A subscriber that falls
+        far behind may lose the oldest messages it has not read (the bus says how far)."""
         ...
 
     async def aclose(self) -> None:

@@ -137,10 +137,10 @@ class PostgresEventBus:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0) * random.uniform(0.8, 1.2)
                 continue
-            self._listener = conn
             conn.add_termination_listener(lambda _c, lost=lost: lost.set())
             try:
                 await conn.add_listener(self.channel, self._on_notify)
+                self._listener = conn
                 delay = 0.1
                 self._connected.set()
                 await lost.wait()
