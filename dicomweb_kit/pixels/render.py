@@ -114,11 +114,13 @@ def _grey(frame: np.ndarray, ds: Dataset, window: Window | None, frame_index: in
         if high - low < min(_LUT_MAX_CODES, frame.size):
             codes = np.arange(low, high + 1, dtype=np.int64).astype(frame.dtype)[np.newaxis, :]
             lut = _grey_values(codes, ds, window, frame_index)[0]
-            if frame.dtype.kind == "u" and high < _LUT_MAX_CODES:  # index by the stored value itself
-                table = np.zeros(high + 1, np.uint8)
-                table[low:] = lut
-                return np.asarray(table[frame])
-            return np.asarray(lut[frame.astype(np.intp) - low])
+            if frame.dtype.itemsize <= 2:
+                # Index by the stored bits themselves: signed values through their unsigned view.
+                unsigned = frame.view(f"u{frame.dtype.itemsize}")
+                table = np.zeros(1 << (8 * frame.dtype.itemsize), np.uint8)
+                table[codes[0].view(unsigned.dtype)] = lut
+                return np.take(table, unsigned)
+            return np.take(lut, frame.astype(np.intp) - low)
     return _grey_values(frame, ds, window, frame_index)
 
 
