@@ -90,6 +90,7 @@ class UpsEventEndpoints:
                 await websocket.close(code=_POLICY_VIOLATION, reason=err.message[:120])
             return
         await websocket.accept()
+        open_ = False  # stays False when the client leaves (the sender is cancelled)
         async with self.kit.events.subscribe(subscriber_topic(ae_title)) as wakeups, anyio.create_task_group() as group:
             group.start_soon(_until_client_leaves, websocket, group.cancel_scope)
             open_ = await self._send_reports(websocket, ae_title, wakeups)
