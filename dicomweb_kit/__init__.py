@@ -23,6 +23,7 @@ from .errors import (
     UnsupportedMediaType,
     WorkitemConflict,
     WorkitemInvalid,
+    WorkitemNotFound,
     WorkitemRefused,
 )
 from .events import EventBus, MemoryEventBus
@@ -109,6 +110,7 @@ __all__ = [
     "Workitem",
     "WorkitemConflict",
     "WorkitemInvalid",
+    "WorkitemNotFound",
     "WorkitemPage",
     "WorkitemRefused",
     "WorkitemStore",

@@ -16,7 +16,8 @@ that turns them into responses, and anything else becomes a generic 500 without 
     ├── Conflict (409)
     ├── WorkitemRefused              a UPS-RS request refused with a PS3.4 DIMSE status
     │   ├── WorkitemConflict (409, Conflict)
-    │   └── WorkitemInvalid (400, InvalidRequest)
+    │   ├── WorkitemInvalid (400, InvalidRequest)
+    │   └── WorkitemNotFound (404, ResourceNotFound)
     ├── PayloadTooLarge (413)
     ├── UnsupportedMediaType (415)
     ├── StorageUnavailable (503)       adapters wrap their driver errors in it
@@ -48,6 +49,7 @@ __all__ = [
     "UnsupportedMediaType",
     "WorkitemConflict",
     "WorkitemInvalid",
+    "WorkitemNotFound",
     "WorkitemRefused",
 ]
 
@@ -131,6 +133,10 @@ class WorkitemConflict(WorkitemRefused, Conflict):
 
 class WorkitemInvalid(WorkitemRefused, InvalidRequest):
     """A UPS-RS request PS3.18 answers with 400 (a missing or incorrect Transaction UID, ...)."""
+
+
+class WorkitemNotFound(WorkitemRefused, ResourceNotFound):
+    """The target workitem does not exist (404; PS3.4 status C307)."""
 
 
 class PayloadTooLarge(DicomWebError):

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Final
 import msgspec
 from pydicom.uid import generate_uid
 
-from ..errors import InvalidRequest, ResourceNotFound, StorageUnavailable, WorkitemConflict, WorkitemInvalid
+from ..errors import InvalidRequest, StorageUnavailable, WorkitemConflict, WorkitemInvalid, WorkitemNotFound
 from ..query.terms import Query
 from ..resources import validate_uid
 from . import events, requirements
@@ -120,7 +120,7 @@ def _refuse(transaction: Transaction, cell: Outcome, uid: str, detail: str = "")
     if detail:
         message += f": {detail}"
     if answer.http_status == 404:
-        return ResourceNotFound(f"Workitem {uid} does not exist")
+        return WorkitemNotFound(f"Workitem {uid} does not exist", status=cell.status, warning=answer.warning)
     error = WorkitemInvalid if answer.http_status == 400 else WorkitemConflict
     return error(message, status=cell.status, warning=answer.warning)
 
