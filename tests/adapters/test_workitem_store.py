@@ -100,28 +100,24 @@ async def test_a_store_of_its_own_creates_the_schema(tmp_path: Path) -> None:
         await store.aclose()
 
 
-async def test_sql_search_prefilters_by_state_and_uid(tmp_path: Path) -> None:
+async def test_sql_search_prefilters_by_state_and_uid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # The SQL shortcuts must give what the reference gives, also past one batch of rows.
     from dicomweb_kit_adapters.sql import workitems as module
 
+    monkeypatch.setattr(module, "_BATCH", 3)
     async for store in _sql_store(sqlite_index, tmp_path):
-        module_batch = module._BATCH
-        module._BATCH = 3
-        try:
-            for n in range(10):
-                attrs = make_workitem(label=f"item {n}")
-                uid = f"1.2.826.0.1.3680043.11.{n}"
-                attrs["00080018"] = {"vr": "UI", "Value": [uid]}
-                await store.create(Workitem(uid=uid, state="SCHEDULED", attributes=attrs))
-            query = parse_qido(
-                [("ProcedureStepState", "SCHEDULED"), ("limit", "4"), ("offset", "3")],
-                Level.INSTANCE,
-                ResourceKey(),
-            )
-            page = await store.search(query)
-            assert [i.attributes["00741204"]["Value"][0] for i in page.items] == [f"item {n}" for n in range(3, 7)]
-            assert page.has_more
-            none = parse_qido([("ProcedureStepState", "COMPLETED")], Level.INSTANCE, ResourceKey())
-            assert (await store.search(none)).items == []
-        finally:
-            module._BATCH = module_batch
+        for n in range(10):
+            attrs = make_workitem(label=f"item {n}")
+            uid = f"1.2.826.0.1.3680043.11.{n}"
+            attrs["00080018"] = {"vr": "UI", "Value": [uid]}
+            await store.create(Workitem(uid=uid, state="SCHEDULED", attributes=attrs))
+        query = parse_qido(
+            [("ProcedureStepState", "SCHEDULED"), ("limit", "4"), ("offset", "3")],
+            Level.INSTANCE,
+            ResourceKey(),
+        )
+        page = await store.search(query)
+        assert [i.attributes["00741204"]["Value"][0] for i in page.items] == [f"item {n}" for n in range(3, 7)]
+        assert page.has_more
+        none = parse_qido([("ProcedureStepState", "COMPLETED")], Level.INSTANCE, ResourceKey())
+        assert (await store.search(none)).items == []

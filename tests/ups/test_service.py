@@ -36,7 +36,7 @@ NEW = "1.2.826.0.1.3"
 @pytest.fixture(params=["memory", "sqlite"])
 async def kit(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[DicomWeb]:
     index = MemoryIndex() if request.param == "memory" else SqlIndex(f"sqlite:///{tmp_path / 'i.db'}")
-    async with DicomWeb(blobs=MemoryBlobStore(), index=index) as k:  # type: ignore[arg-type]
+    async with DicomWeb(blobs=MemoryBlobStore(), index=index) as k:
         yield k
 
 
