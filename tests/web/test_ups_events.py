@@ -32,6 +32,8 @@ from dicomweb_kit.ups import service
 
 pytestmark = pytest.mark.anyio
 
+JSON = {"Content-Type": "application/dicom+json"}
+T = "1.2.826.0.1.3680043.8.498.1"
 PG_URL = os.environ.get("DICOMWEB_KIT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 
@@ -274,22 +276,138 @@ async def test_a_change_through_one_process_reaches_a_channel_on_another(pg_data
     from dicomweb_kit_adapters.sql import PostgresEventBus, SqlIndex
 
     with serve_process(pg_database, tmp_path / "a") as a, serve_process(pg_database, tmp_path / "b") as b:
-        async with httpx.AsyncClient() as client:
-            response = await client.post(f"{a}/workitems/{WORKLIST_UID}/subscribers/FANOUT")
-            assert response.status_code == 201
         ws_b = b.replace("http://", "ws://")
-        async with connect(f"{ws_b}/subscribers/FANOUT") as ws:
-            # A third process (this one) changes a workitem through the Python API of its own kit.
+        async with httpx.AsyncClient(base_url=a) as client, connect(f"{ws_b}/subscribers/FANOUT") as ws:
+            assert (await client.post(f"/workitems/{WORKLIST_UID}/subscribers/FANOUT")).status_code == 201
+            # Created through server A, reported on server B's channel: woken by NOTIFY, not by
+            # the 5 s poll of the log.
+            started = time.monotonic()
+            r = await client.post("/workitems", content=msgspec.json.encode([make_workitem()]), headers=JSON)
+            assert r.status_code == 201, r.text
+            uid = r.headers["location"].rsplit("/", 1)[1]
+            [report] = await _frames(ws, 1)
+            assert time.monotonic() - started < 2.5
+            assert _summary(report) == (uid, 1, "SCHEDULED", 1)
+            state = {"00741000": _cs("IN PROGRESS"), "00081195": {"vr": "UI", "Value": [T]}}
+            r = await client.put(f"/workitems/{uid}/state", content=msgspec.json.encode(state), headers=JSON)
+            assert r.status_code == 200, r.text
+            [report] = await _frames(ws, 1)
+            assert _summary(report) == (uid, 1, "IN PROGRESS", 2)
+            # A third process changes it through the Python API of its own kit.
             kit = DicomWeb(
                 blobs=FileBlobStore(tmp_path / "c"), index=SqlIndex(pg_database), events=PostgresEventBus(pg_database)
             )
             async with kit:
-                started = time.monotonic()
-                item = (await service.create(kit, make_workitem())).workitem
-                [report] = await _frames(ws, 1)
-                # Woken by NOTIFY, not by the 5 s poll of the log.
-                assert time.monotonic() - started < 2.5
-                assert _summary(report) == (item.uid, 1, "SCHEDULED", 1)
-                await service.change_state(kit, item.uid, "IN PROGRESS", transaction_uid="1.2.3.8")
-                [report] = await _frames(ws, 1)
-                assert _summary(report) == (item.uid, 1, "IN PROGRESS", 2)
+                await service.request_cancellation(kit, uid)
+            [report] = await _frames(ws, 1)
+            assert _summary(report) == (uid, 2, None, 3)  # UPS Cancel Requested
+            await _nothing_more(ws)
+
+
+# --------------------------------------------------------------------------------------------
+# A whole workflow over HTTP, watched by three subscribers over real WebSockets
+# --------------------------------------------------------------------------------------------
+
+def _report(uid: str, event_type: int, message_id: int, **information: Any) -> dict[str, Any]:
+    """The exact frame PS3.18 §8.10.5 / PS3.7 Table 10.3-1 / PS3.4 Table CC.2.4-2 call for."""
+    report = {
+        "00000002": {"vr": "UI", "Value": ["1.2.840.10008.5.1.4.34.6.4"]},
+        "00000100": {"vr": "US", "Value": [0x0100]},
+        "00000110": {"vr": "US", "Value": [message_id]},
+        "00000800": {"vr": "US", "Value": [0]},
+        "00001000": {"vr": "UI", "Value": [uid]},
+        "00001002": {"vr": "US", "Value": [event_type]},
+    }
+    for key, element in information.items():
+        report[key.removeprefix("x")] = element
+    return report
+
+
+def _cs(value: str) -> dict[str, Any]:
+    return {"vr": "CS", "Value": [value]}
+
+
+async def test_an_http_workflow_reaches_every_subscriber(server: tuple[DicomWeb, str, str]) -> None:
+    _kit, http, ws_base = server
+    station = {
+        "vr": "SQ",
+        "Value": [
+            {
+                "00080100": {"vr": "SH", "Value": ["CT1"]},
+                "00080102": {"vr": "SH", "Value": ["99LOCAL"]},
+                "00080104": {"vr": "LO", "Value": ["CT1"]},
+            }
+        ],
+    }
+    ready = _cs("READY")
+    async with contextlib.AsyncExitStack() as stack, httpx.AsyncClient(base_url=http) as client:
+        watcher = await stack.enter_async_context(connect(f"{ws_base}/subscribers/WATCHER"))
+        ct = await stack.enter_async_context(connect(f"{ws_base}/subscribers/CT_NODE"))
+        one = await stack.enter_async_context(connect(f"{ws_base}/subscribers/ONE"))
+        assert (await client.post(f"/workitems/{WORKLIST_UID}/subscribers/WATCHER")).status_code == 201
+        r = await client.post(
+            f"/workitems/{FILTERED_WORKLIST_UID}/subscribers/CT_NODE",
+            params={"filter": "ScheduledStationNameCodeSequence.CodeValue=CT1", "deletionlock": "true"},
+        )
+        assert r.status_code == 201, r.text
+
+        # Create, scheduled on station CT1: UPS State Report + UPS Assigned (PS3.4 §CC.2.4.3).
+        r = await client.post("/workitems", content=msgspec.json.encode([make_workitem(station="CT1")]), headers=JSON)
+        assert r.status_code == 201, r.text
+        uid = r.headers["location"].rsplit("/", 1)[1]
+        created = [
+            _report(uid, 1, 1, x00404041=ready, x00741000=_cs("SCHEDULED")),
+            _report(uid, 5, 2, x00404025=station),
+        ]
+        assert await _frames(watcher, 2) == created
+        assert await _frames(ct, 2) == created
+        # A workitem subscription starts with the workitem's current state.
+        assert (await client.post(f"/workitems/{uid}/subscribers/ONE")).status_code == 201
+        assert await _frames(one, 1) == [_report(uid, 1, 1, x00404041=ready, x00741000=_cs("SCHEDULED"))]
+
+        # Claim, report progress, complete.
+        state = {"00741000": _cs("IN PROGRESS"), "00081195": {"vr": "UI", "Value": [T]}}
+        r = await client.put(f"/workitems/{uid}/state", content=msgspec.json.encode(state), headers=JSON)
+        assert r.status_code == 200, r.text
+        progress = {"vr": "SQ", "Value": [{"00741004": {"vr": "DS", "Value": [50]}}]}
+        r = await client.post(
+            f"/workitems/{uid}?transaction={T}", content=msgspec.json.encode({"00741002": progress}), headers=JSON
+        )
+        assert r.status_code == 200, r.text
+        r = await client.post(
+            f"/workitems/{uid}?transaction={T}", content=msgspec.json.encode(completion_attributes()), headers=JSON
+        )
+        assert r.status_code == 200, r.text
+        state["00741000"] = _cs("COMPLETED")
+        r = await client.put(f"/workitems/{uid}/state", content=msgspec.json.encode(state), headers=JSON)
+        assert r.status_code == 200, r.text
+
+        def lifecycle(first_id: int) -> list[dict[str, Any]]:
+            return [
+                _report(uid, 1, first_id, x00404041=ready, x00741000=_cs("IN PROGRESS")),
+                _report(uid, 3, first_id + 1, x00741002=progress),  # UPS Progress Report
+                _report(uid, 1, first_id + 2, x00404041=ready, x00741000=_cs("COMPLETED")),
+            ]
+
+        assert await _frames(watcher, 3) == lifecycle(3)
+        assert await _frames(ct, 3) == lifecycle(3)
+        assert await _frames(one, 3) == lifecycle(2)
+
+        # Another workitem, on no station, canceled while SCHEDULED: only the worklist watcher.
+        r = await client.post("/workitems", content=msgspec.json.encode([make_workitem()]), headers=JSON)
+        other = r.headers["location"].rsplit("/", 1)[1]
+        r = await client.post(f"/workitems/{other}/cancelrequest")
+        assert r.status_code == 202, r.text
+        reports = await _frames(watcher, 4)
+        assert [_summary(report) for report in reports] == [
+            (other, 1, "SCHEDULED", 6),
+            (other, 2, None, 7),  # UPS Cancel Requested
+            (other, 1, "IN PROGRESS", 8),  # PS3.4 §CC.2.2.3: through IN PROGRESS to CANCELED
+            (other, 1, "CANCELED", 9),
+        ]
+        assert reports[3]["00741000"] == _cs("CANCELED")
+        for ws in (watcher, ct, one):
+            await _nothing_more(ws)
+        # The locked subscription keeps the completed workitem from deletion (PS3.4 §CC.2.1.3).
+        assert await _kit.subscriptions.deletion_locked(uid)
+        assert not await _kit.subscriptions.deletion_locked(other)
