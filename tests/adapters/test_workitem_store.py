@@ -4,20 +4,34 @@ SQLite, PostgreSQL and MariaDB (servers as in ``test_sql.py``: unreachable skips
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
+from dicomweb_kit_adapters.memory import MemoryBlobStore, MemoryIndex
 from dicomweb_kit_adapters.sql import SqlIndex, SqlWorkitemStore
 from dicomweb_kit_adapters.sql.migrations import SCHEMA_VERSION
 from sqlalchemy import inspect, select, text, update
-from test_sql import ENGINES, Factory, mariadb_index, postgres_index, sqlite_index
+from test_sql import (
+    ENGINES,
+    MARIADB_URL,
+    POSTGRES_URL,
+    Factory,
+    _admin,
+    _check,
+    mariadb_index,
+    postgres_index,
+    sqlite_index,
+)
 
-from dicomweb_kit import Level, MemoryWorkitemStore, ResourceKey, Workitem
+from dicomweb_kit import DicomWeb, Level, MemoryWorkitemStore, ResourceKey, Workitem, WorkitemRefused
 from dicomweb_kit.query.qido_params import parse_qido
 from dicomweb_kit.testing.workitem_contracts import WorkitemStoreContract
 from dicomweb_kit.testing.workitems import make_workitem
+from dicomweb_kit.ups import service
 
 pytestmark = pytest.mark.anyio
 
@@ -121,3 +135,65 @@ async def test_sql_search_prefilters_by_state_and_uid(tmp_path: Path, monkeypatc
         assert page.has_more
         none = parse_qido([("ProcedureStepState", "COMPLETED")], Level.INSTANCE, ResourceKey())
         assert (await store.search(none)).items == []
+
+
+async def _two_stores(engine: str, tmp_path: Path) -> AsyncIterator[tuple[SqlWorkitemStore, SqlWorkitemStore]]:
+    """Two stores on one database, each with its own engine and pool: two workers."""
+    name = f"dwk_{uuid.uuid4().hex[:12]}"
+    if engine == "sqlite":
+        url, schema, drop = f"sqlite:///{tmp_path / 'shared.db'}", None, None
+    elif engine == "postgresql":
+        await _check("PostgreSQL", POSTGRES_URL)
+        await _admin(POSTGRES_URL, f'CREATE SCHEMA "{name}"')
+        url, schema, drop = POSTGRES_URL, name, f'DROP SCHEMA "{name}" CASCADE'
+    else:
+        await _check("MariaDB", MARIADB_URL)
+        await _admin(MARIADB_URL, f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_nopad_bin")
+        url, schema, drop = MARIADB_URL, name, f"DROP DATABASE `{name}`"
+    stores = (SqlWorkitemStore(url, schema=schema), SqlWorkitemStore(url, schema=schema))
+    try:
+        for store in stores:
+            await store.open()
+        yield stores
+    finally:
+        for store in stores:
+            await store.aclose()
+        if drop is not None:
+            await _admin(url, drop)
+
+
+async def _race(first: SqlWorkitemStore, second: SqlWorkitemStore) -> None:
+    kits = [DicomWeb(blobs=MemoryBlobStore(), index=MemoryIndex(), workitems=store) for store in (first, second)]
+    uid = (await service.create(kits[0], make_workitem())).workitem.uid
+    won: list[str] = []
+    refused: list[int] = []
+
+    async def claim(kit: DicomWeb, transaction: str) -> None:
+        try:
+            await service.change_state(kit, uid, "IN PROGRESS", transaction_uid=transaction)
+            won.append(transaction)
+        except WorkitemRefused as refusal:
+            refused.append(refusal.status)
+
+    async with anyio.create_task_group() as tg:
+        for n in range(6):
+            tg.start_soon(claim, kits[n % 2], f"1.2.3.{n}")
+    assert len(won) == 1 and refused == [0xC302] * 5
+    seen_by_other = await service.retrieve(kits[1], uid)
+    assert (seen_by_other.state, seen_by_other.transaction_uid) == ("IN PROGRESS", won[0])
+
+
+@pytest.mark.parametrize("engine", sorted(ENGINES))
+async def test_two_workers_claim_one_workitem_exactly_one_wins(engine: str, tmp_path: Path) -> None:
+    async for first, second in _two_stores(engine, tmp_path):
+        await _race(first, second)
+
+
+def test_serve_keeps_workitems_in_the_index_database(tmp_path: Path) -> None:
+    from dicomweb_kit.cli import BackendConfig, build_kit
+
+    url = f"sqlite:///{tmp_path / 'index.sqlite3'}"
+    kit = build_kit(BackendConfig(data_dir=str(tmp_path), database_url=url, storage=str(tmp_path / "blobs")))
+    assert isinstance(kit.workitems, SqlWorkitemStore)
+    memory = build_kit(BackendConfig(data_dir=str(tmp_path), database_url="memory"))
+    assert isinstance(memory.workitems, MemoryWorkitemStore)
