@@ -147,11 +147,19 @@ def _filter_matches(workitem: Mapping[str, Any], subscription: Subscription) -> 
         return False
 
 
+def _final(information: Mapping[str, Any]) -> bool:
+    element = information.get(PROCEDURE_STEP_STATE)
+    values = element.get("Value") if isinstance(element, Mapping) else None
+    return isinstance(values, list) and bool(values) and values[0] in ("COMPLETED", "CANCELED")
+
+
 async def publish(kit: DicomWeb, event: UpsEvent, /) -> None:
     """Deliver ``event`` to every subscriber whose subscription covers it.
 
     Called after the change is committed, so a delivery failure cannot undo it: it is logged
-    and not raised (the caller's change stands; the subscribers miss this report).
+    and not raised (the caller's change stands; the subscribers miss this report). The State
+    Report of a final state (COMPLETED, CANCELED) is the workitem's last event: its subscriptions
+    without a Deletion Lock are dropped after it, so they do not pile up.
     """
     message = encode_report(event)
     try:
@@ -163,5 +171,7 @@ async def publish(kit: DicomWeb, event: UpsEvent, /) -> None:
         )
         for ae_title in recipients:
             await kit.events.publish(subscriber_topic(ae_title), b"")
+        if event.event_type == STATE_REPORT and _final(event.information):
+            await kit.subscriptions.release(event.workitem_uid)
     except DicomWebError:
         log.exception("UPS event %d of workitem %s not delivered", event.event_type, event.workitem_uid)

@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     from ..kit import DicomWeb
 
 __all__ = [
-    "FINAL_STATES",
     "WorkitemLookup",
     "parse_ae_title",
     "parse_deletion_lock",
@@ -37,8 +36,6 @@ __all__ = [
     "unsubscribe",
 ]
 
-FINAL_STATES: Final = frozenset({"COMPLETED", "CANCELED"})
-PROCEDURE_STEP_STATE: Final = "00741000"
 MAX_AE_LENGTH: Final = 16
 
 
@@ -191,9 +188,3 @@ async def suspend(kit: DicomWeb, target: str, ae_title: str, /) -> None:
         )
     await kit.subscriptions.suspend(ae_title, target)
 
-
-def final_state(attributes: Mapping[str, Any], /) -> bool:
-    """Is the workitem COMPLETED or CANCELED?"""
-    element = attributes.get(PROCEDURE_STEP_STATE)
-    values = element.get("Value") if isinstance(element, Mapping) else None
-    return bool(values) and isinstance(values, list) and values[0] in FINAL_STATES

@@ -106,6 +106,11 @@ class SubscriptionStore(Protocol):
         """Does any AE hold a workitem subscription with a Deletion Lock on ``workitem_uid``?"""
         ...
 
+    async def release(self, workitem_uid: str, /) -> None:
+        """The workitem reached a final state: drop its subscriptions without a Deletion Lock
+        (no further events can come; the locked ones keep it from deletion, PS3.4 §CC.2.1.3)."""
+        ...
+
     async def record(
         self, workitem_uid: str, message: bytes, /, *, matches: Callable[[Subscription], bool], keep: int
     ) -> list[str]:
@@ -190,6 +195,10 @@ class MemorySubscriptionStore:
 
     async def deletion_locked(self, workitem_uid: str, /) -> bool:
         return any(key[1] == workitem_uid and sub.deletion_lock for key, sub in self._subscriptions.items())
+
+    async def release(self, workitem_uid: str, /) -> None:
+        for key in [k for k, sub in self._subscriptions.items() if k[1] == workitem_uid and not sub.deletion_lock]:
+            del self._subscriptions[key]
 
     async def record(
         self, workitem_uid: str, message: bytes, /, *, matches: Callable[[Subscription], bool], keep: int

@@ -155,6 +155,10 @@ async def test_a_workflow_reaches_every_matching_subscriber(kit: DicomWeb) -> No
         assert [_summary(r) for r in reports] == expected, ae
         assert all(transaction not in msgspec.json.encode(r).decode() for r in reports)  # never the lock
     assert await _reports(kit, "MR") == []
+    # COMPLETED was its last event: only the subscription with a Deletion Lock stays.
+    assert [(s.ae_title, s.deletion_lock) for s in await kit.subscriptions.subscriptions() if s.target == ct.uid] == [
+        ("ONE", True)
+    ]
 
     await service.request_cancellation(kit, plain.uid)
     assert [_summary(r) for r in await _reports(kit, "WATCHER")] == [

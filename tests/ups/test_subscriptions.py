@@ -168,6 +168,20 @@ async def test_log_order_cursor_and_trimming(store: SubscriptionStore) -> None:
     assert await store.cursor("NOBODY") == 0
 
 
+async def test_release_keeps_only_locked_subscriptions(store: SubscriptionStore) -> None:
+    await store.subscribe(Subscription(ae_title="LOCK", target=A, deletion_lock=True))
+    await store.subscribe(Subscription(ae_title="FREE", target=A))
+    await store.subscribe(Subscription(ae_title="FREE", target=B))
+    await store.subscribe(Subscription(ae_title="ALL", target=WORKLIST_UID), workitems=[A])
+    await store.release(A)
+    assert [(s.ae_title, s.target) for s in await store.subscriptions()] == [
+        ("ALL", WORKLIST_UID),
+        ("FREE", B),
+        ("LOCK", A),
+    ]
+    assert await store.deletion_locked(A)
+
+
 async def test_unsubscribe_one_workitem(store: SubscriptionStore) -> None:
     await store.subscribe(Subscription(ae_title="ONE", target=A))
     await store.subscribe(Subscription(ae_title="ONE", target=B))

@@ -127,6 +127,11 @@ class SqlSubscriptionStore:
         )
         return await self._index._read(lambda conn: conn.execute(statement).first() is not None)
 
+    async def release(self, workitem_uid: str, /) -> None:
+        table = subscriptions
+        statement = delete(table).where(table.c.target == workitem_uid, table.c.deletion_lock.is_(False))
+        await self._index._write(lambda conn: conn.execute(statement), "releasing subscriptions")
+
     async def record(
         self, workitem_uid: str, message: bytes, /, *, matches: Callable[[Subscription], bool], keep: int
     ) -> list[str]:
