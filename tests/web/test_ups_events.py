@@ -118,6 +118,12 @@ async def test_subscription_statuses(kit: DicomWeb, client: httpx.AsyncClient) -
         ("DELETE", f"{f}/CT", 200),
         ("DELETE", "/workitems/1.2.3.404/subscribers/ONE", 404),
         ("DELETE", f"{w}/{'A' * 17}", 400),
+        ("POST", f"{g}/%00AE", 400),  # control characters, non-ASCII, bad UTF-8: never a 500
+        ("POST", f"{g}/%C3%89CHO", 400),
+        ("POST", f"{g}/%FF", 400),
+        ("POST", f"{f}/CT?filter=", 400),
+        ("POST", f"{f}/CT?filter=PatientID%3D1&filter=limit%3D3", 400),
+        ("POST", f"{f}/CT?StudyDate=2020-13-45", 400),
         ("GET", f"{w}/ONE", 405),
         ("PUT", f"{g}/ALL/suspend", 405),
     ]
@@ -184,7 +190,7 @@ async def test_subscribe_while_connected_sends_the_initial_report(server: tuple[
 
 async def test_a_bad_ae_title_is_refused(server: tuple[DicomWeb, str, str]) -> None:
     _kit, _http, ws_base = server
-    for title in ("A" * 17, "BAD%5CAE"):
+    for title in ("A" * 17, "BAD%5CAE", "%00", "%FF", "%20"):
         with pytest.raises(InvalidStatus) as refused:
             async with connect(f"{ws_base}/subscribers/{title}"):
                 pass
