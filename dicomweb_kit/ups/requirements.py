@@ -146,6 +146,22 @@ def has_value(attrs: Mapping[str, Any], tag: int, /) -> bool:
 
 _HEX8: Final = frozenset("0123456789ABCDEF")
 _MAX_DEPTH: Final = 16
+_NUMBER_VRS: Final = frozenset({"IS", "DS", "US", "SS", "UL", "SL", "UV", "SV", "FL", "FD"})
+_TEXT_VRS: Final = frozenset({"AE", "AS", "AT", "CS", "DA", "DT", "LO", "LT", "SH", "ST", "TM", "UC", "UI", "UR", "UT"})
+_PN_GROUPS: Final = frozenset({"Alphabetic", "Ideographic", "Phonetic"})
+
+
+def _valid_value(vr: str, item: Any) -> bool:
+    """PS3.18 §F.2.3-F.2.5: the JSON type of one value of ``vr``."""
+    if item is None:
+        return True
+    if vr == "PN":
+        return isinstance(item, dict) and all(k in _PN_GROUPS and isinstance(v, str) for k, v in item.items())
+    if vr in _NUMBER_VRS:
+        return isinstance(item, int | float | str) and not isinstance(item, bool)
+    if vr in _TEXT_VRS:
+        return isinstance(item, str)
+    return True
 
 
 def check_dataset(obj: Any, /, *, what: str = "The workitem", depth: int = 0) -> dict[str, Any]:
@@ -170,7 +186,11 @@ def check_dataset(obj: Any, /, *, what: str = "The workitem", depth: int = 0) ->
         if values is not None:
             if not isinstance(values, list):
                 raise InvalidRequest(f"{what}: the \"Value\" of {shown} is not an array (PS3.18 §F.2.4)")
-            if element["vr"] == "SQ":
+            vr = element["vr"]
+            bad = next((item for item in values if vr != "SQ" and not _valid_value(vr, item)), None)
+            if bad is not None:
+                raise InvalidRequest(f"{what}: {str(bad)[:40]!r} is not a valid {vr} value of {shown} (PS3.18 §F.2)")
+            if vr == "SQ":
                 element = {
                     **element,
                     "Value": [check_dataset(item, what=f"{what}: {shown} item", depth=depth + 1) for item in values],

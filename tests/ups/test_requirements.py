@@ -110,6 +110,10 @@ def test_final_state() -> None:
         ({"00100010": []}, r"PatientName \(0010,0010\) is not an object with a two-letter"),
         ({"00100010": {"vr": "PN", "Value": "Doe"}}, r"the \"Value\" of PatientName \(0010,0010\) is not an array"),
         ({"0040A370": {"vr": "SQ", "Value": ["x"]}}, r"ReferencedRequestSequence \(0040,A370\) item is not a DICOM"),
+        ({"00100010": {"vr": "PN", "Value": [5]}}, r"'5' is not a valid PN value of PatientName"),
+        ({"00100010": {"vr": "PN", "Value": [{"Alphabetic": 5}]}}, "not a valid PN value"),
+        ({"00741204": {"vr": "LO", "Value": [[1]]}}, r"'\[1\]' is not a valid LO value"),
+        ({"00741004": {"vr": "DS", "Value": [True]}}, "'True' is not a valid DS value"),
     ],
 )
 def test_dataset_shape(obj: Any, message: str) -> None:
