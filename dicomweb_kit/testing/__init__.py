@@ -16,12 +16,15 @@ from __future__ import annotations
 
 from .contracts import BlobStoreContract, InstanceIndexContract
 from .datasets import make_dataset, make_record, part10_bytes
+from .event_contracts import EventBusContract, SubscriptionStoreContract
 from .workitem_contracts import WorkitemStoreContract
 from .workitems import make_workitem
 
 __all__ = [
     "BlobStoreContract",
+    "EventBusContract",
     "InstanceIndexContract",
+    "SubscriptionStoreContract",
     "WorkitemStoreContract",
     "make_dataset",
     "make_record",

@@ -1,4 +1,5 @@
-"""Event buses: one contract on the memory bus and the PostgreSQL LISTEN/NOTIFY bus, then what
+"""Event buses: the shipped contract (``dicomweb_kit.testing.event_contracts``) on the memory bus
+and the PostgreSQL LISTEN/NOTIFY bus, then what
 only a shared bus does (two buses = two processes; payloads past NOTIFY's 8000-byte limit; a
 lost listening connection). PostgreSQL as in ``test_sql.py``: unreachable skips, ``CI=true`` fails.
 """
@@ -17,6 +18,7 @@ from sqlalchemy import func, select, text
 from test_sql import POSTGRES_URL, _admin, _check
 
 from dicomweb_kit import ConfigurationError, EventBus, MemoryEventBus
+from dicomweb_kit.testing.event_contracts import EventBusContract
 
 pytestmark = pytest.mark.anyio
 
@@ -46,11 +48,18 @@ async def postgres_buses() -> AsyncIterator[list[EventBus]]:
         await _admin(POSTGRES_URL, f'DROP SCHEMA "{schema}" CASCADE')
 
 
-@pytest.fixture(params=["memory", "postgresql"])
-async def buses(request: pytest.FixtureRequest) -> AsyncIterator[list[EventBus]]:
-    factory = memory_buses if request.param == "memory" else postgres_buses
-    async with factory() as made:
-        yield made
+class TestMemoryEventBus(EventBusContract):
+    @pytest.fixture
+    async def event_buses(self) -> AsyncIterator[tuple[EventBus, EventBus]]:
+        async with memory_buses() as (publisher, listener):
+            yield publisher, listener
+
+
+class TestPostgresEventBus(EventBusContract):
+    @pytest.fixture
+    async def event_buses(self) -> AsyncIterator[tuple[EventBus, EventBus]]:
+        async with postgres_buses() as (publisher, listener):
+            yield publisher, listener
 
 
 async def _take(messages: AsyncIterator[bytes], n: int) -> list[bytes]:
@@ -59,63 +68,6 @@ async def _take(messages: AsyncIterator[bytes], n: int) -> list[bytes]:
         while len(got) < n:
             got.append(await anext(messages))
     return got
-
-
-async def test_implements_the_protocol(buses: list[EventBus]) -> None:
-    assert all(isinstance(bus, EventBus) for bus in buses)
-
-
-async def test_messages_reach_subscribers_of_their_topic_in_order(buses: list[EventBus]) -> None:
-    publisher, listener = buses
-    async with listener.subscribe("a") as a, listener.subscribe("a") as a2, listener.subscribe("b") as b:
-        for i in range(20):
-            await publisher.publish("a", f"a{i}".encode())
-        await publisher.publish("b", b"b0")
-        expected = [f"a{i}".encode() for i in range(20)]
-        assert await _take(a, 20) == expected
-        assert await _take(a2, 20) == expected  # every subscriber gets every message
-        assert await _take(b, 1) == [b"b0"]
-
-
-async def test_messages_from_before_subscribing_are_not_kept(buses: list[EventBus]) -> None:
-    publisher, listener = buses
-    await publisher.publish("t", b"before")
-    async with listener.subscribe("t") as messages:
-        await publisher.publish("t", b"after")
-        got = await _take(messages, 1)
-        if got == [b"before"]:  # across processes one still in flight may arrive: never a stored one
-            assert isinstance(listener, PostgresEventBus)
-            got = await _take(messages, 1)
-        assert got == [b"after"]
-
-
-async def test_waiting_can_time_out_without_ending_the_subscription(buses: list[EventBus]) -> None:
-    publisher, listener = buses
-    async with listener.subscribe("t") as messages:
-        with anyio.move_on_after(0.05):
-            await anext(messages)
-        await publisher.publish("t", b"later")
-        assert await _take(messages, 1) == [b"later"]
-
-
-async def test_binary_empty_and_large_messages(buses: list[EventBus]) -> None:
-    publisher, listener = buses
-    large = ("é" * 9000).encode()  # 18,000 bytes: past NOTIFY's 8000-byte payload limit
-    binary = bytes(range(256)) * 3  # not text: cannot be a NOTIFY payload at all
-    async with listener.subscribe("t") as messages:
-        for message in (b"", large, binary, b"small"):
-            await publisher.publish("t", message)
-        assert await _take(messages, 4) == [b"", large, binary, b"small"]
-
-
-async def test_bad_topics_are_refused(buses: list[EventBus]) -> None:
-    publisher, listener = buses
-    for topic in ("", "x" * 201, "a\nb", "a\x1fb"):
-        with pytest.raises(ValueError, match="topic"):
-            await publisher.publish(topic, b"")
-        with pytest.raises(ValueError, match="topic"):
-            async with listener.subscribe(topic):
-                pass
 
 
 async def test_closing_ends_iterators() -> None:
