@@ -22,6 +22,7 @@ from ..query.matching import instance_matches
 from ..resources import validate_uid
 from .events import encode_report, filter_terms, state_report, subscriber_topic
 from .subscriptions import FILTERED_WORKLIST_UID, WORKLIST_UID, Subscription
+from .workitem_lookup import workitem_lookup
 
 if TYPE_CHECKING:
     from ..kit import DicomWeb
@@ -111,12 +112,13 @@ async def subscribe(
     ae_title: str,
     /,
     *,
-    workitems: WorkitemLookup,
+    workitems: WorkitemLookup | None = None,
     deletion_lock: bool = False,
     filter: Sequence[tuple[str, str]] = (),
 ) -> None:
     """Subscribe ``ae_title`` to a workitem, the worklist or the filtered worklist (``target``),
-    and queue the initial UPS State Reports (PS3.4 Table CC.2.3-2).
+    and queue the initial UPS State Reports (PS3.4 Table CC.2.3-2). ``workitems`` defaults to
+    the kit's workitem store.
 
     Raises:
         InvalidRequest: a bad UID, AE title or filter; a filter on another target.
@@ -124,6 +126,7 @@ async def subscribe(
     """
     _validate_target(target)
     ae_title = parse_ae_title(ae_title)
+    workitems = workitems if workitems is not None else workitem_lookup(kit)
     keys = tuple(filter)
     if target == FILTERED_WORKLIST_UID:
         if not keys:
@@ -157,7 +160,9 @@ async def subscribe(
         await kit.events.publish(subscriber_topic(ae_title), b"")
 
 
-async def unsubscribe(kit: DicomWeb, target: str, ae_title: str, /, *, workitems: WorkitemLookup) -> None:
+async def unsubscribe(
+    kit: DicomWeb, target: str, ae_title: str, /, *, workitems: WorkitemLookup | None = None
+) -> None:
     """Unsubscribe ``ae_title`` (PS3.4 Table CC.2.3-2; PS3.18 §11.11): from one workitem, from
     everything (the worklist UID), or from the filtered worklist and what it subscribed to.
 
@@ -166,6 +171,7 @@ async def unsubscribe(kit: DicomWeb, target: str, ae_title: str, /, *, workitems
     """
     _validate_target(target)
     ae_title = parse_ae_title(ae_title)
+    workitems = workitems if workitems is not None else workitem_lookup(kit)
     removed = await kit.subscriptions.unsubscribe(ae_title, target)
     if not removed and target not in (WORKLIST_UID, FILTERED_WORKLIST_UID) and await workitems.get(target) is None:
         raise ResourceNotFound(f"Workitem {target} does not exist")

@@ -33,7 +33,6 @@ from ..errors import InvalidRequest
 from ..ups import subscribing
 from ..ups.events import report_for_channel, subscriber_topic
 from ..ups.subscriptions import FILTERED_WORKLIST_UID
-from ..ups.workitem_lookup import workitem_lookup
 
 if TYPE_CHECKING:
     from ..kit import DicomWeb
@@ -66,14 +65,12 @@ class UpsEventEndpoints:
                 f"Match keys ({', '.join(name for name, _ in keys)}) are for the Filtered Worklist "
                 f"subscription ({FILTERED_WORKLIST_UID}) only"
             )
-        await subscribing.subscribe(
-            self.kit, target, ae_title, workitems=workitem_lookup(self.kit), deletion_lock=lock, filter=keys
-        )
+        await subscribing.subscribe(self.kit, target, ae_title, deletion_lock=lock, filter=keys)
         return Response(status_code=201)
 
     async def unsubscribe(self, request: Request) -> Response:
         target, ae_title = request.path_params["workitem"], request.path_params["ae_title"]
-        await subscribing.unsubscribe(self.kit, target, ae_title, workitems=workitem_lookup(self.kit))
+        await subscribing.unsubscribe(self.kit, target, ae_title)
         return Response(status_code=200)
 
     async def suspend(self, request: Request) -> Response:
