@@ -38,6 +38,7 @@ __all__ = [
 ]
 
 MAX_AE_LENGTH: Final = 16
+_STATE: Final = "00741000"  # Procedure Step State
 
 
 class WorkitemLookup(Protocol):
@@ -131,7 +132,7 @@ async def subscribe(
     if target == FILTERED_WORKLIST_UID:
         if not keys:
             raise InvalidRequest("A Filtered Worklist subscription needs a filter (PS3.18 Table 11.10.1-2)")
-        terms = filter_terms(keys)
+        filter_terms(keys)  # 400 for a bad key or value, before anything is stored
     elif keys:
         raise InvalidRequest("Match keys are for the Filtered Worklist subscription (1.2.840.10008.5.1.4.34.5.1) only")
     keep = kit.settings.ups_event_log_limit
@@ -143,21 +144,35 @@ async def subscribe(
         uids: list[str] = []
         reports: list[bytes] = []
         async for uid, attributes in workitems.active():
-            if target == FILTERED_WORKLIST_UID and not instance_matches(terms, attributes):
-                continue
-            uids.append(uid)
-            reports.append(encode_report(state_report(uid, attributes)))
+            if target != FILTERED_WORKLIST_UID or instance_matches(filter_terms(keys), attributes):
+                uids.append(uid)
+                reports.append(encode_report(state_report(uid, attributes)))
         await kit.subscriptions.subscribe(subscription, workitems=uids)
+        await kit.subscriptions.append(ae_title, reports, keep=keep)
     else:
-        found = await workitems.get(target)
-        if found is None:
-            raise ResourceNotFound(f"Workitem {target} does not exist")
-        subscription = Subscription(ae_title=ae_title, target=target, deletion_lock=deletion_lock)
-        await kit.subscriptions.subscribe(subscription)
-        reports = [encode_report(state_report(target, found))]
-    await kit.subscriptions.append(ae_title, reports, keep=keep)
-    if reports:
-        await kit.events.publish(subscriber_topic(ae_title), b"")
+        await _subscribe_workitem(kit, target, ae_title, deletion_lock, workitems)
+    await kit.events.publish(subscriber_topic(ae_title), b"")
+
+
+async def _subscribe_workitem(
+    kit: DicomWeb, target: str, ae_title: str, deletion_lock: bool, workitems: WorkitemLookup
+) -> None:
+    keep = kit.settings.ups_event_log_limit
+    if await workitems.get(target) is None:
+        raise ResourceNotFound(f"Workitem {target} does not exist")
+    # Subscribed first, read second: a change committed in between is either seen by the read
+    # or reported to the new subscription, never neither.
+    await kit.subscriptions.subscribe(Subscription(ae_title=ae_title, target=target, deletion_lock=deletion_lock))
+    found = await workitems.get(target)
+    if found is None:  # deleted meanwhile
+        await kit.subscriptions.unsubscribe(ae_title, target)
+        raise ResourceNotFound(f"Workitem {target} does not exist")
+    await kit.subscriptions.append(ae_title, [encode_report(state_report(target, found))], keep=keep)
+    # A change between the read and the append was reported before this initial report: read
+    # again and report the newer state last, so that the subscriber ends on the truth.
+    latest = await workitems.get(target)
+    if latest is not None and latest.get(_STATE) != found.get(_STATE):
+        await kit.subscriptions.append(ae_title, [encode_report(state_report(target, latest))], keep=keep)
 
 
 async def unsubscribe(

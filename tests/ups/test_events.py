@@ -275,3 +275,21 @@ async def test_a_failing_store_does_not_fail_the_change(kit: DicomWeb, caplog: p
         event = UpsEvent(workitem_uid="1.2.3", event_type=STATE_REPORT, information={}, workitem={})
         await publish(kit, event)  # logged, not raised: the workitem change is committed already
     assert "not delivered" in caplog.text
+
+
+async def test_a_change_during_subscribe_ends_on_the_newest_state(kit: DicomWeb) -> None:
+    """The workitem changes between the read for the initial report and its queueing: the
+    newer state is reported after it (the change's own report may have gone first)."""
+    seen = [make_workitem(), make_workitem()]
+    running = make_workitem()
+    running["00741000"] = {"vr": "CS", "Value": ["IN PROGRESS"]}
+
+    class Changing:
+        async def get(self, _uid: str, /) -> dict[str, Any] | None:
+            return seen.pop(0) if seen else running
+
+        def active(self) -> Any:
+            raise AssertionError("not a worklist subscription")
+
+    await subscribing.subscribe(kit, "1.2.3.5", "RACE", workitems=Changing())
+    assert [_summary(r)[2] for r in await _reports(kit, "RACE")] == ["SCHEDULED", "IN PROGRESS"]
