@@ -11,7 +11,8 @@
   report (``dicomweb_kit.ups.events`` documents the DICOM JSON). Frames from the client are
   read and ignored. A report is removed from the AE's log once written to the socket; one whose
   write fails stays for the next connection. (WebSocket has no application-level acknowledgement
-  in PS3.18: a report written just before the connection broke may be lost.)
+  in PS3.18: a report written just before the connection broke may be lost.) One channel per AE
+  is the model; with several open at once, each report reaches at least one of them.
 
 Bad UIDs, AE titles, ``deletionlock`` values and filters are 400; an unknown workitem 404. A
 WebSocket with a bad AE title is refused with 400 where the server supports denial responses,
