@@ -128,3 +128,14 @@ async def test_the_listener_reconnects_after_losing_its_connection() -> None:
                     await anyio.sleep(0.02)
             await publisher.publish("t", b"two")
             assert await _take(messages, 1) == [b"two"]
+
+
+def test_serve_picks_the_bus_from_the_database(tmp_path: Any) -> None:
+    from dicomweb_kit.cli import BackendConfig
+
+    postgres = BackendConfig(database_url="postgresql://u@db.example/pacs", storage=str(tmp_path))
+    assert isinstance(postgres.event_bus(), PostgresEventBus)
+    assert BackendConfig(database_url="postgresql+asyncpg://u@h/d", storage=str(tmp_path)).postgresql
+    # SQLite, MariaDB, memory: the kit's in-memory bus (None), channels poll the shared log.
+    for url in (f"sqlite:///{tmp_path / 'x.db'}", "mysql://u@h/d", "memory"):
+        assert BackendConfig(database_url=url, storage=str(tmp_path)).event_bus() is None

@@ -310,6 +310,20 @@ async def test_a_change_through_one_process_reaches_a_channel_on_another(pg_data
             await _nothing_more(ws)
 
 
+async def test_on_sqlite_another_process_polls_the_shared_log(tmp_path: Path) -> None:
+    """Without a shared bus (SQLite), a report reaches a channel of another process at its next
+    poll of the event log (``ups_channel_poll_interval``, 5 s for ``serve``)."""
+    database = f"sqlite:///{tmp_path / 'index.sqlite3'}"
+    with serve_process(database, tmp_path / "a") as a, serve_process(database, tmp_path / "b") as b:
+        ws_b = b.replace("http://", "ws://")
+        async with httpx.AsyncClient(base_url=a) as client, connect(f"{ws_b}/subscribers/POLLED") as ws:
+            assert (await client.post(f"/workitems/{WORKLIST_UID}/subscribers/POLLED")).status_code == 201
+            r = await client.post("/workitems", content=msgspec.json.encode([make_workitem()]), headers=JSON)
+            uid = r.headers["location"].rsplit("/", 1)[1]
+            [report] = await _frames(ws, 1)
+            assert _summary(report) == (uid, 1, "SCHEDULED", 1)
+
+
 # --------------------------------------------------------------------------------------------
 # A whole workflow over HTTP, watched by three subscribers over real WebSockets
 # --------------------------------------------------------------------------------------------
