@@ -99,6 +99,26 @@ def multipart_response(
     )
 
 
+#: A multipart body of known size under this many bytes (a frame or a few, as viewers ask for them)
+#: is assembled before it is sent: one write instead of one per piece of the framing, which
+#: costs more than the copy at this size.
+_SMALL_BODY = 1 << 20
+
+
+async def buffered_multipart_response(
+    parts: Sequence[pixeldata.Part], part_type: str, *, params: dict[str, str] | None = None
+) -> Response:
+    """:func:`multipart_response` of small parts, assembled in memory and sent in one piece."""
+    boundary = new_boundary()
+
+    async def framed() -> AsyncIterator[tuple[dict[str, str], AsyncIterator[bytes]]]:
+        for part in parts:
+            yield part.headers, part.payload
+
+    body = b"".join([bytes(piece) async for piece in write_multipart(framed(), boundary)])
+    return Response(body, media_type=multipart_content_type(part_type, boundary, **(params or {})))
+
+
 class FrameEndpoints:
     """The frames and pixel data handlers of one kit."""
 
@@ -120,6 +140,8 @@ class FrameEndpoints:
             data = await pixeldata.frame_bytes(self.kit, source, numbers[0], target)
             return Response(data, media_type=pixeldata.part_content_type(target))
         parts = pixeldata.frame_parts(self.kit, source, numbers, target, [f"{base}/{n}" for n in numbers])
+        if sum(part.size or _SMALL_BODY for part in parts) < _SMALL_BODY:
+            return await buffered_multipart_response(parts, part_type, params={"transfer_syntax": target})
         return multipart_response(parts, part_type, params={"transfer_syntax": target})
 
     async def pixeldata(self, request: Request) -> Response:
