@@ -65,10 +65,12 @@ class Rendered(NamedTuple):
     media_type: str
     chunks: AsyncIterator[bytes | memoryview]
     length: int | None = None
+    #: The whole body, when it is one image already in memory (sent in one write).
+    data: bytes | None = None
 
 
 def _one(data: bytes, media_type: str) -> Rendered:
-    return Rendered(media_type, _chunks(data), len(data))
+    return Rendered(media_type, _chunks(data), len(data), data)
 
 
 # ------------------------------------------------------------------------------------------ kinds

@@ -30,6 +30,8 @@ def _accept(request: Request) -> tuple[str | None, str | None]:
 
 
 def _response(result: Rendered) -> Response:
+    if result.data is not None:  # one image: one write
+        return Response(result.data, media_type=result.media_type)
     headers = {} if result.length is None else {"Content-Length": str(result.length)}
     return StreamingResponse(result.chunks, headers=headers, media_type=result.media_type)
 
