@@ -137,6 +137,11 @@ class WorkitemEndpoints:
     async def _create(self, request: Request) -> Response:
         """Create Workitem, PS3.18 §11.4: POST /workitems{?AffectedSOPInstanceUID}."""
         uid = _param(request, _CREATE_UID_PARAMS)
+        bare = request.url.query
+        if uid is None and bare and "=" not in bare and "&" not in bare:
+            # `POST /workitems?1.2.3`: the UID as the whole query, as some clients of earlier
+            # editions send it; service.create validates it like any other.
+            uid = bare
         result = await service.create(self.kit, await _dataset(request), uid=uid)
         location = _location(request, result.workitem.uid)
         headers = {"Location": location, "Content-Location": location}

@@ -256,3 +256,13 @@ async def test_a_large_body_is_refused(client: httpx.AsyncClient) -> None:
     big = body({"00741204": {"vr": "LO", "Value": ["x" * (9 << 20)]}})
     r = await client.post("/workitems", content=big, headers=JSON)
     assert r.status_code == 413
+
+
+@pytest.mark.parametrize("form", ["AffectedSOPInstanceUID={uid}", "workitem={uid}", "{uid}"])
+async def test_create_takes_the_uid_in_every_edition_s_form(client: httpx.AsyncClient, form: str) -> None:
+    uid = "1.2.826.0.1.3680043.8.498.77" + str(len(form))
+    body = dicom_json.encode([make_workitem()])
+    r = await client.post("/workitems?" + form.format(uid=uid), content=body, headers=JSON)
+    assert r.status_code == 201, r.text
+    assert r.headers["location"].endswith(f"/workitems/{uid}")
+    assert (await client.get(f"/workitems/{uid}")).status_code == 200
