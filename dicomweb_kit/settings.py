@@ -55,6 +55,31 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             are sent on the AE's notification channel (PS3.18 §8.10).
         ups_channel_poll_interval: seconds between re-reads of a connected subscriber's event log
             when the event bus has not woken it, a safety net for lost bus notifications.
+        redoc_js_url: where the API page ``{root}/docs`` loads ReDoc from (a CDN by default, as
+            FastAPI does). Ignored when ``redoc_js_file`` is set.
+        redoc_js_file: a local copy of ReDoc's ``redoc.standalone.js`` (npm package ``redoc``,
+            ``bundles/``), served by the kit at ``{root}/docs/redoc.standalone.js`` for networks
+            without internet access.
+        cors_origins: origins (``https://viewer.example.org``, or ``*``) whose pages may call the
+            service from a browser (viewers such as OHIF on another origin). Empty: no CORS
+            headers at all, browsers then allow same-origin pages only.
+        cors_origin_regex: origins matching this regular expression are allowed too.
+        cors_allow_credentials: let browsers send cookies and HTTP authentication with
+            cross-origin requests (the allowed origin is then named, never ``*``).
+        cors_allow_headers: request headers a cross-origin page may send (``*``: any it asks for in
+            its preflight, ``Authorization`` among them).
+        cors_expose_headers: response headers a cross-origin page may read.
+        cors_max_age: seconds a browser may cache a preflight answer.
+        cors_allow_private_network: answer Chrome's Private Network Access preflights, for a
+            viewer on a public origin calling a server on the hospital network.
+        cross_origin_isolation: send ``Cross-Origin-Opener-Policy: same-origin`` and
+            ``Cross-Origin-Embedder-Policy: require-corp`` on every response, which a viewer served
+            from the same origin (OHIF's WebAssembly decoders use SharedArrayBuffer) needs.
+        cross_origin_resource_policy: the ``Cross-Origin-Resource-Policy`` sent on every
+            response; ``None``: ``same-origin`` with ``cross_origin_isolation``, else none.
+        study_browser: serve a study browser for people at ``{root}/browse`` (study list, series
+            thumbnails, a viewer of rendered images, zip downloads, upload by STOW-RS). Off by
+            default in the library; ``dicomweb-kit serve`` turns it on (``--no-browser``: off).
     """
 
     max_request_bytes: int = 8 << 30
@@ -76,3 +101,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_rendered_document_bytes: int = 64 << 20
     ups_event_log_limit: int = 10_000
     ups_channel_poll_interval: float = 5.0
+    redoc_js_url: str = "https://cdn.jsdelivr.net/npm/redoc@2/bundles/redoc.standalone.js"
+    redoc_js_file: str | None = None
+    cors_origins: tuple[str, ...] = ()
+    cors_origin_regex: str | None = None
+    cors_allow_credentials: bool = False
+    cors_allow_headers: tuple[str, ...] = ("*",)
+    cors_expose_headers: tuple[str, ...] = (
+        "Warning", "Location", "Content-Location", "ETag", "Content-Range", "Accept-Ranges", "Allow",
+        "Content-Disposition",
+    )  # fmt: skip
+    cors_max_age: int = 600
+    cors_allow_private_network: bool = False
+    cross_origin_isolation: bool = False
+    cross_origin_resource_policy: Literal["same-origin", "same-site", "cross-origin"] | None = None
+    study_browser: bool = False
