@@ -168,7 +168,7 @@ def phantom_study(
     def image(k: int) -> bytes:
         disc = ((xx - 32) ** 2 + (yy - 32) ** 2 < 26**2) * 1000
         insert = ((xx - 18 - 4 * k) ** 2 + (yy - 38) ** 2 < 6**2) * 1500
-        return (disc + insert + 24).astype("<u2").tobytes()
+        return bytes((disc + insert + 24).astype("<u2").tobytes())
 
     common: dict[str, Any] = dict(
         study=study, patient_name=patient_name, patient_id=patient_id, rows=64, columns=64,
