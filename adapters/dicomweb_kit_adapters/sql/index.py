@@ -8,6 +8,7 @@ exact and lets the newest instance write the representative columns.
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from functools import partial
@@ -189,8 +190,10 @@ class SqlIndex:
         if key.instance is None:
             return None
 
+        params = {"study": key.study, "series": key.series, "instance": key.instance}
+
         def work(conn: Connection) -> InstanceRecord | None:
-            row = (conn.execute(_record_select().where(*_scope_filter(key)))).first()
+            row = (conn.execute(_get_statement(), params)).first()
             return None if row is None else _record(row)
 
         return await self._read(work)
@@ -525,6 +528,19 @@ def _record_select() -> Any:
         instances.c.pixel_layout,
     ).select_from(
         instances.join(series, series.c.id == instances.c.series_id).join(studies, studies.c.id == instances.c.study_id)
+    )
+
+
+@functools.cache
+def _get_statement() -> Any:
+    """The one-instance lookup of :meth:`SqlIndex.get`, built once: viewers call it per frame, and
+    building and keying a fresh statement cost as much as running it."""
+    study = select(studies.c.id).where(studies.c.study_uid == bindparam("study")).scalar_subquery()
+    in_series = select(series.c.id).where(series.c.series_uid == bindparam("series"), series.c.study_id.in_(study))
+    return _record_select().where(
+        instances.c.study_id.in_(study),
+        instances.c.series_id.in_(in_series.scalar_subquery()),
+        instances.c.instance_uid == bindparam("instance"),
     )
 
 
