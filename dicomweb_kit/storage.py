@@ -11,7 +11,7 @@ from typing import Protocol, runtime_checkable
 
 import msgspec
 
-__all__ = ["BlobInfo", "BlobStore"]
+__all__ = ["BlobInfo", "BlobStore", "exactly"]
 
 
 class BlobInfo(msgspec.Struct, frozen=True):
@@ -72,3 +72,25 @@ class BlobStore(Protocol):
     async def aclose(self) -> None:
         """Release resources; called once from the kit's lifespan shutdown."""
         ...
+
+
+async def exactly(chunks: AsyncIterable[bytes], /, *, key: str, size: int) -> AsyncIterator[bytes]:
+    """The chunks of blob ``key``, checked to add up to ``size`` (what the index recorded).
+
+    A response that promised a length (Content-Length, a ZIP64 decision) must not send more or
+    fewer bytes: a mismatch, which only a blob edited behind the store's back or a wrong index
+    can cause, raises instead, so the body is cut off and the client sees it broken.
+
+    Raises:
+        StorageUnavailable: the blob holds more or fewer bytes than ``size``.
+    """
+    from .errors import StorageUnavailable
+
+    left = size
+    async for chunk in chunks:
+        left -= len(chunk)
+        if left < 0:
+            break
+        yield chunk
+    if left:
+        raise StorageUnavailable(f"blob {key!r} does not hold the {size} bytes the index recorded for it")

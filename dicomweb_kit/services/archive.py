@@ -39,10 +39,10 @@ from pydicom.uid import ExplicitVRLittleEndian, MediaStorageDirectoryStorage, ge
 
 from ..codecs import dicom_json
 from ..codecs.zip_stream import ZipEntry, write_zip
-from ..errors import StorageUnavailable
 from ..index import InstanceRecord
 from ..media_types import Offer, negotiate
 from ..resources import ResourceKey
+from ..storage import exactly
 from .wado import require_summary
 
 if TYPE_CHECKING:
@@ -92,7 +92,10 @@ def archive_body(kit: DicomWeb, plan: ArchivePlan) -> AsyncIterator[bytes | memo
 
     async def entries() -> AsyncIterator[ZipEntry]:
         async for record in kit.index.records(plan.scope):
-            yield ZipEntry(names.name(record), _exactly(kit.blobs.get(record.blob_key), record), size=record.size)
+            # The size is the entry's ZIP64 decision: a blob that outgrew its record could pass
+            # 4 GiB in an entry written without ZIP64, so a mismatch breaks the archive off.
+            chunks = exactly(kit.blobs.get(record.blob_key), key=record.blob_key, size=record.size)
+            yield ZipEntry(names.name(record), chunks, size=record.size)
         if isinstance(names, _FileSet):
             data = await anyio.to_thread.run_sync(names.dicomdir)
             yield ZipEntry("DICOMDIR", _one(data), size=len(data), compress=True)
@@ -102,21 +105,6 @@ def archive_body(kit: DicomWeb, plan: ArchivePlan) -> AsyncIterator[bytes | memo
 
 async def _one(data: bytes) -> AsyncIterator[bytes]:
     yield data
-
-
-async def _exactly(chunks: AsyncIterator[bytes], record: InstanceRecord) -> AsyncIterator[bytes]:
-    # The size is the entry's ZIP64 decision: a blob that outgrew its record could pass 4 GiB
-    # in an entry written without ZIP64, so a mismatch breaks the archive off instead.
-    left = record.size
-    async for chunk in chunks:
-        left -= len(chunk)
-        if left < 0:
-            break
-        yield chunk
-    if left:
-        raise StorageUnavailable(
-            f"blob {record.blob_key!r} does not hold the {record.size} bytes the index recorded for it"
-        )
 
 
 # --------------------------------------------------------------------------- readable names

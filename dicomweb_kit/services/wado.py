@@ -21,11 +21,12 @@ from ..codecs.transcode import (
     transcode,
     unproducible_reason,
 )
-from ..errors import NotAcceptable, ResourceNotFound, StorageUnavailable
+from ..errors import NotAcceptable, ResourceNotFound
 from ..index import InstanceRecord, ScopeSummary
 from ..media_types import EXPLICIT_VR_LE, NOT_FOR_WEB, Choice, Offer, negotiate
 from ..pixels.description import PixelDescription
 from ..resources import ResourceKey
+from ..storage import exactly
 
 if TYPE_CHECKING:
     from ..kit import DicomWeb
@@ -254,28 +255,12 @@ async def _framed(
                 syntax, data = await _converted(kit, part)
                 yield _headers(syntax), _one(data)
             elif sized:
-                yield part.headers, _exactly(kit.blobs.get(part.blob_key), part)
+                yield part.headers, exactly(kit.blobs.get(part.blob_key), key=part.blob_key, size=part.size)
             else:
                 yield part.headers, kit.blobs.get(part.blob_key)
 
     async for piece in write_multipart(payloads(), boundary):
         yield piece
-
-
-async def _exactly(chunks: AsyncIterator[bytes], part: _Part) -> AsyncIterator[bytes]:
-    """The blob's chunks, failing rather than break the promised Content-Length."""
-    left = part.size
-    async for chunk in chunks:
-        left -= len(chunk)
-        if left < 0:
-            break
-        yield chunk
-    if left:
-        # Only a blob edited behind the store's back (or a wrong index) gets here: the response
-        # is cut off, which the client sees as a short body.
-        raise StorageUnavailable(
-            f"blob {part.blob_key!r} does not hold the {part.size} bytes the index recorded for it"
-        )
 
 
 async def _converted(kit: DicomWeb, part: _Part) -> tuple[str, bytes]:
