@@ -19,6 +19,8 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 
 from dicomweb_kit import DicomWeb, Settings
+from dicomweb_kit.ups import events as ups_events
+from dicomweb_kit.ups.events import UpsEvent
 
 PYDICOM_TEST_FILES = Path(pydicom.data.__file__).parent / "test_files"
 
@@ -118,3 +120,15 @@ def pydicom_files_with_pixels() -> list[Path]:
             continue
         found.append(path)
     return found
+
+
+@pytest.fixture
+def published(monkeypatch: pytest.MonkeyPatch) -> list[UpsEvent]:
+    """Every UPS event report published during the test, in order (instead of delivering them)."""
+    seen: list[UpsEvent] = []
+
+    async def record(_kit: DicomWeb, event: UpsEvent, /) -> None:
+        seen.append(event)
+
+    monkeypatch.setattr(ups_events, "publish", record)
+    return seen

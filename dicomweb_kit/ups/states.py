@@ -86,6 +86,19 @@ class Transaction(enum.StrEnum):
     CHANGE_STATE = "Change State"
     REQUEST_CANCELLATION = "Request Cancellation"
 
+    @classmethod
+    def of(cls, event: Event, /) -> Transaction:
+        """The UPS-RS transaction that carries ``event`` (the response table it answers from)."""
+        if event is Event.CREATE:
+            return cls.CREATE
+        if event is Event.GET:
+            return cls.RETRIEVE
+        if event.name.startswith("SET_"):
+            return cls.UPDATE
+        if event is Event.REQUEST_CANCELLATION:
+            return cls.REQUEST_CANCELLATION
+        return cls.CHANGE_STATE
+
 
 UidCheck = Literal["missing", "incorrect"] | None
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydicom.uid import JPEG2000, JPEG2000Lossless, ExplicitVRLittleEndian, JPEGBaseline8Bit, JPEGLosslessSV1
+from pydicom.uid import JPEG2000, ExplicitVRLittleEndian, JPEG2000Lossless, JPEGBaseline8Bit, JPEGLosslessSV1
 
 from dicomweb_kit.media_types import Choice, Offer
 from dicomweb_kit.services.pixeldata import target_syntax

@@ -40,29 +40,6 @@ async def kit(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[D
         yield k
 
 
-@pytest.fixture
-def published(monkeypatch: pytest.MonkeyPatch) -> list[UpsEvent]:
-    seen: list[UpsEvent] = []
-
-    async def record(_kit: DicomWeb, event: UpsEvent, /) -> None:
-        seen.append(event)
-
-    monkeypatch.setattr(events, "publish", record)
-    return seen
-
-
-def transaction_of(event: Event) -> Transaction:
-    if event is Event.CREATE:
-        return Transaction.CREATE
-    if event is Event.GET:
-        return Transaction.RETRIEVE
-    if event.name.startswith("SET_"):
-        return Transaction.UPDATE
-    if event is Event.REQUEST_CANCELLATION:
-        return Transaction.REQUEST_CANCELLATION
-    return Transaction.CHANGE_STATE
-
-
 async def run_event(kit: DicomWeb, event: Event, uid: str) -> service.Result | Any:
     """Do ``event`` to workitem ``uid`` through the service."""
     label = {"00741204": {"vr": "LO", "Value": ["renamed"]}}
@@ -93,7 +70,7 @@ async def setup(kit: DicomWeb, state: State | None) -> str:
 async def test_every_cell(kit: DicomWeb, event: Event, state: State | None, published: list[UpsEvent]) -> None:
     uid = await setup(kit, state)
     cell = outcome(event, state)
-    answer = response(transaction_of(event), cell)
+    answer = response(Transaction.of(event), cell)
     published.clear()
     if answer.http_status == 404:
         with pytest.raises(ResourceNotFound, match=uid):

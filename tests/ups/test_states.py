@@ -20,18 +20,6 @@ from dicomweb_kit.ups.states import (
 STATES: list[State | None] = [*State, None]
 
 
-def transaction_of(event: Event) -> Transaction:
-    if event is Event.CREATE:
-        return Transaction.CREATE
-    if event is Event.GET:
-        return Transaction.RETRIEVE
-    if event.name.startswith("SET_"):
-        return Transaction.UPDATE
-    if event is Event.REQUEST_CANCELLATION:
-        return Transaction.REQUEST_CANCELLATION
-    return Transaction.CHANGE_STATE
-
-
 def test_every_cell_is_in_the_table_but_the_unreachable_ones() -> None:
     every = {(event, state) for event in Event for state in STATES}
     assert set(TABLE) == every - UNREACHABLE
@@ -43,7 +31,7 @@ def test_every_cell_is_in_the_table_but_the_unreachable_ones() -> None:
 @pytest.mark.parametrize(("event", "state"), sorted(TABLE, key=str))
 def test_every_cell_has_its_http_answer(event: Event, state: State | None) -> None:
     cell = outcome(event, state)
-    answer = response(transaction_of(event), cell)
+    answer = response(Transaction.of(event), cell)
     assert answer.http_status in (200, 201, 202, 400, 404, 409)
     assert cell.failed == (answer.http_status >= 400)
     if answer.http_status >= 400:
@@ -119,7 +107,7 @@ def test_ps3_18_answers(transaction: Transaction, cell: Outcome, status: int, wa
 
 
 def test_every_response_row_is_used() -> None:
-    used = {(transaction_of(event), cell.status, cell.uid) for (event, _state), cell in TABLE.items()}
+    used = {(Transaction.of(event), cell.status, cell.uid) for (event, _state), cell in TABLE.items()}
     used.add((Transaction.CHANGE_STATE, 0xC304, None))  # the final-state check, outside the table
     assert used == set(RESPONSES)
 

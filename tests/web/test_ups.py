@@ -25,17 +25,6 @@ JSON = {"Content-Type": "application/dicom+json"}
 BASE = "http://testserver/dicom-web"
 
 
-@pytest.fixture
-def published(monkeypatch: pytest.MonkeyPatch) -> list[UpsEvent]:
-    seen: list[UpsEvent] = []
-
-    async def record(_kit: DicomWeb, event: UpsEvent, /) -> None:
-        seen.append(event)
-
-    monkeypatch.setattr(events, "publish", record)
-    return seen
-
-
 def body(obj: Any) -> bytes:
     return dicom_json.encode(obj)
 
@@ -45,18 +34,6 @@ def state_body(state: str, transaction: str | None = None) -> bytes:
     if transaction is not None:
         dataset["00081195"] = {"vr": "UI", "Value": [transaction]}
     return body(dataset)
-
-
-def transaction_of(event: Event) -> Transaction:
-    if event is Event.CREATE:
-        return Transaction.CREATE
-    if event is Event.GET:
-        return Transaction.RETRIEVE
-    if event.name.startswith("SET_"):
-        return Transaction.UPDATE
-    if event is Event.REQUEST_CANCELLATION:
-        return Transaction.REQUEST_CANCELLATION
-    return Transaction.CHANGE_STATE
 
 
 async def send(client: httpx.AsyncClient, event: Event, uid: str) -> httpx.Response:
@@ -84,7 +61,7 @@ async def send(client: httpx.AsyncClient, event: Event, uid: str) -> httpx.Respo
 async def test_every_cell(client: httpx.AsyncClient, kit: DicomWeb, event: Event, state: State | None) -> None:
     uid = "1.2.826.0.1.3680043.9.999" if state is None else await workitem_in(kit, str(state), transaction_uid=T)
     cell = outcome(event, state)
-    answer = response(transaction_of(event), cell)
+    answer = response(Transaction.of(event), cell)
     r = await send(client, event, uid)
     assert r.status_code == answer.http_status, r.text
     warning = r.headers.get("warning")
