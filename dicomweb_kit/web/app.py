@@ -10,6 +10,7 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from ..resources import Level
 from .bulkdata import BulkDataEndpoints
+from .cross_origin import cross_origin
 from .endpoints import Endpoints
 from .error_handlers import EXCEPTION_HANDLERS, error_response
 from .frames import FrameEndpoints
@@ -94,7 +95,7 @@ def create_app(kit: DicomWeb) -> ASGIApp:
     channels: list[BaseRoute] = [WebSocketRoute("/subscribers/{ae_title}", ups_events.channel)]
     app = Starlette(routes=[*routes, *channels], exception_handlers=EXCEPTION_HANDLERS)
     app.state.public_url = kit.settings.public_url  # see web.endpoints.service_url
-    return _CatchAll(app)
+    return cross_origin(_CatchAll(app), kit.settings)  # CORS and COOP/COEP/CORP, if configured
 
 
 class _CatchAll:
