@@ -43,6 +43,25 @@ def first_ct_instance(study_uid: str, series_uid: str, file: Path) -> PixelTarge
     return PixelTarget(instance_path(study_uid, series_uid, str(ds.SOPInstanceUID)), size)
 
 
+def multiframe_dataset(sop_class: str, transfer_syntax: str, frames: int, size: int, *, bits: int) -> Dataset:
+    """A multi-frame Secondary Capture data set of ``frames`` grey ``size`` x ``size`` frames, no pixels yet."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = transfer_syntax
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.PatientName, ds.PatientID, ds.Modality, ds.StudyDate = "Frames^Many", "PID-FRAMES", "OT", "20240101"
+    ds.Rows = ds.Columns = size
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    stored = 8 if bits == 8 else 12
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = bits, stored, stored - 1, 0
+    ds.NumberOfFrames = frames
+    return ds
+
+
 def jpeg_multiframe(frames: int = MULTIFRAME_FRAMES, size: int = 256, seed: int = 7) -> tuple[bytes, PixelTarget]:
     """A Part 10 Secondary Capture instance of ``frames`` 8-bit JPEG Baseline frames."""
     rng = np.random.default_rng(seed)
@@ -55,19 +74,7 @@ def jpeg_multiframe(frames: int = MULTIFRAME_FRAMES, size: int = 256, seed: int 
         out = io.BytesIO()
         Image.fromarray(image, mode="L").save(out, format="JPEG", quality=90)
         encoded.append(out.getvalue())
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7.2"  # Multi-frame Grayscale Byte SC
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = JPEGBaseline8Bit
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
-    ds.PatientName, ds.PatientID, ds.Modality, ds.StudyDate = "Frames^Many", "PID-FRAMES", "OT", "20240101"
-    ds.Rows = ds.Columns = size
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
-    ds.NumberOfFrames = frames
+    ds = multiframe_dataset("1.2.840.10008.5.1.4.1.1.7.2", JPEGBaseline8Bit, frames, size, bits=8)  # Grayscale Byte SC
     ds.PixelData = encapsulate(encoded, has_bot=True)
     ds["PixelData"].VR = "OB"
     ds["PixelData"].is_undefined_length = True

@@ -37,11 +37,11 @@ from dicomweb_kit_adapters.filesystem import FileBlobStore
 from dicomweb_kit_adapters.sql import SqlIndex
 from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _pixel_cases import MULTIFRAME_FRAMES, PICKED_FRAME, jpeg_multiframe
+from _pixel_cases import MULTIFRAME_FRAMES, PICKED_FRAME, jpeg_multiframe, multiframe_dataset
 
 from dicomweb_kit import DicomWeb, ResourceKey
 from dicomweb_kit.pixels.render import RenderParams, display_array
@@ -54,19 +54,7 @@ MB = 1_000_000
 def native_multiframe(frames_: int = MULTIFRAME_FRAMES, size: int = 256) -> bytes:
     """A Part 10 instance of ``frames_`` native 16-bit frames."""
     rng = np.random.default_rng(3)
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7.3"  # Multi-frame Grayscale Word SC
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
-    ds.PatientName, ds.PatientID, ds.Modality = "Frames^Native", "PID-NATIVE", "OT"
-    ds.Rows = ds.Columns = size
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.NumberOfFrames = frames_
+    ds = multiframe_dataset("1.2.840.10008.5.1.4.1.1.7.3", ExplicitVRLittleEndian, frames_, size, bits=16)
     ds.PixelData = rng.integers(0, 4096, size=(frames_, size, size), dtype=np.uint16).tobytes()
     out = io.BytesIO()
     pydicom.dcmwrite(out, ds, enforce_file_format=True)
