@@ -1,101 +1,91 @@
-"""The route table of the DICOMweb service: one line per PS3.18 resource."""
+"""The ASGI app of a kit: Starlette routes generated from the route table (``web/route_table.py``).
+
+Each DICOMweb resource is one route that dispatches on the method, answers ``OPTIONS`` with its
+Capabilities (PS3.18 §8.9, a WADL of the resource and its children) and ``Allow``, and any other
+method with 405 and ``Allow``.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
-from ..resources import Level
-from .bulkdata import BulkDataEndpoints
-from .cross_origin import cross_origin
-from .endpoints import Endpoints
+from .capabilities import capabilities_response
 from .error_handlers import EXCEPTION_HANDLERS, error_response
-from .frames import FrameEndpoints
-from .rendered import RenderedEndpoints
+from .openapi import openapi_response
+from .route_table import CHANNEL_PATH, RESOURCES, Condition, Handler, Handlers, Resource, served
 from .types import ASGIApp, Message, Receive, Scope, Send
-from .ups import WorkitemEndpoints
-from .ups_events import UpsEventEndpoints
 
 if TYPE_CHECKING:
     from ..kit import DicomWeb
 
-__all__ = ["create_app"]
+__all__ = ["ResourceRoute", "create_app"]
 
 log = logging.getLogger("dicomweb_kit.web")
-
-S = "/studies/{study}"
-R = S + "/series/{series}"
-I = R + "/instances/{instance}"  # noqa: E741
 
 
 def create_app(kit: DicomWeb) -> ASGIApp:
     """The ASGI app serving ``kit`` at its root."""
-    e = Endpoints(kit)
-    routes = [
-        # QIDO-RS (PS3.18 §10.6) and STOW-RS (§10.5) share /studies: dispatch on method.
-        Route("/studies", e.search(Level.STUDY), methods=["GET"]),
-        Route("/studies", e.store, methods=["POST"]),
-        Route("/series", e.search(Level.SERIES), methods=["GET"]),
-        Route("/instances", e.search(Level.INSTANCE), methods=["GET"]),
-        Route(S, e.retrieve, methods=["GET"]),
-        Route(S, e.store, methods=["POST"]),
-        Route(S + "/metadata", e.metadata, methods=["GET"]),
-        Route(S + "/series", e.search(Level.SERIES), methods=["GET"]),
-        Route(S + "/instances", e.search(Level.INSTANCE), methods=["GET"]),
-        Route(R, e.retrieve, methods=["GET"]),
-        Route(R + "/metadata", e.metadata, methods=["GET"]),
-        Route(R + "/instances", e.search(Level.INSTANCE), methods=["GET"]),
-        Route(I, e.retrieve, methods=["GET"]),
-        Route(I + "/metadata", e.metadata, methods=["GET"]),
-    ]
-    # WADO-RS rendered resources and thumbnails (PS3.18 §10.4.1.1.3-4).
-    rendered = RenderedEndpoints(kit)
-    for path in (S, R, I, I + "/frames/{frames}"):
-        routes += [
-            Route(path + "/rendered", rendered.rendered, methods=["GET"]),
-            Route(path + "/thumbnail", rendered.thumbnail, methods=["GET"]),
-        ]
-    # WADO-RS frames, pixel data and bulk data (PS3.18 §10.4.1.1.5-6).
-    pixels, bulk = FrameEndpoints(kit), BulkDataEndpoints(kit)
-    routes.append(Route(I + "/frames/{frames}", pixels.frames, methods=["GET"]))
-    routes.append(Route(I + "/bulkdata/{path:path}", bulk.value, methods=["GET"]))
-    for path in (S, R, I):
-        routes += [
-            Route(path + "/pixeldata", pixels.pixeldata, methods=["GET"]),
-            Route(path + "/bulkdata", bulk.scope, methods=["GET"]),
-        ]
-    if kit.settings.allow_delete:
-        routes += [Route(path, e.delete, methods=["DELETE"]) for path in (S, R, I)]
-    # UPS-RS workitem transactions (PS3.18 §11.4-11.9).
-    ups = WorkitemEndpoints(kit)
-    routes += [
-        Route("/workitems", ups.create, methods=["POST"]),
-        Route("/workitems", ups.search, methods=["GET"]),
-        Route("/workitems/{workitem}", ups.retrieve, methods=["GET"]),
-        Route("/workitems/{workitem}", ups.update, methods=["POST"]),
-        Route("/workitems/{workitem}/state", ups.change_state, methods=["PUT"]),
-        Route("/workitems/{workitem}/cancelrequest", ups.request_cancellation, methods=["POST"]),
-    ]
-    # UPS-RS Subscribe / Unsubscribe / Suspend (PS3.18 §11.10-11.12).
-    ups_events = UpsEventEndpoints(kit)
-    subscriber = "/workitems/{workitem}/subscribers/{ae_title}"
-    routes += [
-        Route(subscriber, ups_events.subscribe, methods=["POST"]),
-        Route(subscriber, ups_events.unsubscribe, methods=["DELETE"]),
-        Route(subscriber + "/suspend", ups_events.suspend, methods=["POST"]),
-    ]
+    handlers = Handlers(kit)
+    resources = served(kit)
+    routes: list[BaseRoute] = [ResourceRoute(kit, resource, handlers) for resource in resources]
     # The DICOMweb tutorial queries `/studies/`: every resource answers with a trailing slash too,
     # directly (a redirect would lose the Accept header with some clients).
-    routes += [Route(r.path + "/", r.endpoint, methods=sorted(r.methods or ())) for r in list(routes)]
-    # The UPS notification channel, a WebSocket (PS3.18 §8.10.4): after the loop above, which
-    # duplicates HTTP routes only.
-    channels: list[BaseRoute] = [WebSocketRoute("/subscribers/{ae_title}", ups_events.channel)]
+    routes += [ResourceRoute(kit, resource, handlers, path=resource.path + "/") for resource in resources]
+    # PS3.18 §8.9.1.1: the Capabilities of the whole service are OPTIONS on its root.
+    routes.append(ResourceRoute(kit, Resource("/", ()), handlers))
+    routes.append(Route("/openapi.json", openapi_response, methods=["GET"]))
+    # The UPS notification channel, a WebSocket (PS3.18 §8.10.4).
+    channels: list[BaseRoute] = [WebSocketRoute(CHANNEL_PATH, handlers.events.channel)]
     app = Starlette(routes=[*routes, *channels], exception_handlers=EXCEPTION_HANDLERS)
     app.state.public_url = kit.settings.public_url  # see web.endpoints.service_url
-    return cross_origin(_CatchAll(app), kit.settings)  # CORS and COOP/COEP/CORP, if configured
+    app.state.kit = kit  # see web.openapi.openapi_response
+    return _CatchAll(app)
+
+
+class ResourceRoute(Route):
+    """One resource of the table: dispatches on the method; OPTIONS is its Capabilities, a method it
+    does not serve is 405 with ``Allow`` (RFC 9110 §15.5.6) and a message saying why."""
+
+    def __init__(self, kit: DicomWeb, resource: Resource, handlers: Handlers, *, path: str | None = None) -> None:
+        self.kit = kit
+        self.target = resource.path
+        self.by_method: dict[str, Handler] = {op.method: op.handler(handlers) for op in resource.operations}
+        if "GET" in self.by_method:
+            self.by_method["HEAD"] = self.by_method["GET"]
+        allowed = sorted({*self.by_method, "OPTIONS"})
+        self.allow = ", ".join(allowed)
+        # Operations of this resource that the kit's settings turn off, to say so in a 405.
+        self.off: Mapping[str, Condition] = {
+            op.method: op.condition
+            for full in RESOURCES
+            if full.path == resource.path
+            for op in full.operations
+            if op.condition is not None and not op.exists(kit)
+        }
+        super().__init__(path or resource.path, self.dispatch, methods=allowed)
+
+    async def dispatch(self, request: Request) -> Response:
+        if request.method == "OPTIONS":
+            return capabilities_response(request, self.kit, self.target, self.allow)
+        return await self.by_method[request.method](request)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        method = scope["method"]
+        if self.methods is not None and method not in self.methods:
+            message = f"{method} is not allowed on {scope.get('path', self.path)}; allowed: {self.allow}"
+            condition = self.off.get(method)
+            if condition is not None:
+                message += f". {method} is served only with {condition.description}"
+            await error_response(405, message, {"Allow": self.allow})(scope, receive, send)
+            return
+        await super().handle(scope, receive, send)
 
 
 class _CatchAll:
