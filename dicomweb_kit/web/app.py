@@ -17,6 +17,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from .capabilities import capabilities_response
+from .cross_origin import cross_origin
 from .error_handlers import EXCEPTION_HANDLERS, error_response
 from .openapi import openapi_response
 from .route_table import CHANNEL_PATH, RESOURCES, Condition, Handler, Handlers, Resource, served
@@ -46,7 +47,7 @@ def create_app(kit: DicomWeb) -> ASGIApp:
     app = Starlette(routes=[*routes, *channels], exception_handlers=EXCEPTION_HANDLERS)
     app.state.public_url = kit.settings.public_url  # see web.endpoints.service_url
     app.state.kit = kit  # see web.openapi.openapi_response
-    return _CatchAll(app)
+    return cross_origin(_CatchAll(app), kit.settings)  # CORS and COOP/COEP/CORP, if configured
 
 
 class ResourceRoute(Route):
