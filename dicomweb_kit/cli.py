@@ -34,6 +34,10 @@ ENV_ROOT = "DICOMWEB_KIT_ROOT"
 ENV_ALLOW_DELETE = "DICOMWEB_KIT_ALLOW_DELETE"
 ENV_PUBLIC_URL = "DICOMWEB_KIT_PUBLIC_URL"
 ENV_EXTRA_INDEXED = "DICOMWEB_KIT_EXTRA_INDEXED"
+ENV_CORS_ORIGINS = "DICOMWEB_KIT_CORS_ORIGINS"
+ENV_CORS_ALLOW_CREDENTIALS = "DICOMWEB_KIT_CORS_ALLOW_CREDENTIALS"
+ENV_CROSS_ORIGIN_ISOLATION = "DICOMWEB_KIT_CROSS_ORIGIN_ISOLATION"
+ENV_REDOC_JS = "DICOMWEB_KIT_REDOC_JS"
 DEFAULT_DATA_DIR = "dicomweb-data"
 
 
@@ -124,8 +128,32 @@ def build_kit(config: BackendConfig, *, allow_delete: bool = False, events: bool
 
     blobs, index = config.adapters()
     bus = config.event_bus() if events else None
-    settings = Settings(allow_delete=allow_delete, public_url=os.environ.get(ENV_PUBLIC_URL) or None)
+    settings = Settings(
+        allow_delete=allow_delete, public_url=os.environ.get(ENV_PUBLIC_URL) or None, **_cross_origin_settings()
+    )
     return DicomWeb(blobs=blobs, index=index, settings=settings, events=bus)
+
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _is_url(value: str) -> bool:
+    return value.startswith(("http://", "https://"))
+
+
+def _cross_origin_settings() -> dict[str, Any]:
+    """CORS, cross-origin isolation and the ReDoc script, from the environment (``serve`` puts its
+    options there, for its workers)."""
+    found: dict[str, Any] = {
+        "cors_origins": tuple(o.strip() for o in os.environ.get(ENV_CORS_ORIGINS, "").split(",") if o.strip()),
+        "cors_allow_credentials": _flag(ENV_CORS_ALLOW_CREDENTIALS),
+        "cross_origin_isolation": _flag(ENV_CROSS_ORIGIN_ISOLATION),
+    }
+    redoc = os.environ.get(ENV_REDOC_JS, "").strip()
+    if redoc:
+        found["redoc_js_url" if _is_url(redoc) else "redoc_js_file"] = redoc
+    return found
 
 
 def create_standalone_app() -> Any:
@@ -178,6 +206,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument(
         "--public-url",
         help=f"the service root clients see, for URLs in responses (env {ENV_PUBLIC_URL}; default: from the request)",
+    )
+    serve.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help=f"let pages of this origin (https://viewer.example.org, or *) call the service (repeatable; "
+        f"env {ENV_CORS_ORIGINS}, comma-separated)",
+    )
+    serve.add_argument(
+        "--cors-allow-credentials",
+        action="store_true",
+        help=f"let those pages send cookies and HTTP authentication (env {ENV_CORS_ALLOW_CREDENTIALS}=1)",
+    )
+    serve.add_argument(
+        "--cross-origin-isolation",
+        action="store_true",
+        help="send COOP/COEP/CORP headers (a viewer served from the same origin, e.g. OHIF's decoders, needs them; "
+        f"env {ENV_CROSS_ORIGIN_ISOLATION}=1)",
+    )
+    serve.add_argument(
+        "--redoc-js",
+        metavar="URL|FILE",
+        help=f"ReDoc for {{root}}/docs: a URL, or a copy of redoc.standalone.js the server serves (env {ENV_REDOC_JS})",
     )
     serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     _backend_options(serve)
@@ -232,6 +284,20 @@ def _serve(args: argparse.Namespace, config: BackendConfig) -> int:
     os.environ[ENV_ALLOW_DELETE] = "1" if args.allow_delete else "0"
     if args.public_url:
         os.environ[ENV_PUBLIC_URL] = args.public_url
+    if args.cors_origin:
+        os.environ[ENV_CORS_ORIGINS] = ",".join(args.cors_origin)
+    if args.cors_allow_credentials:
+        os.environ[ENV_CORS_ALLOW_CREDENTIALS] = "1"
+    if args.cross_origin_isolation:
+        os.environ[ENV_CROSS_ORIGIN_ISOLATION] = "1"
+    redoc = (args.redoc_js or os.environ.get(ENV_REDOC_JS, "")).strip()
+    if redoc and not _is_url(redoc):
+        if not Path(redoc).is_file():
+            print(f"dicomweb-kit serve: --redoc-js {redoc}: no such file (redoc.standalone.js)", file=sys.stderr)
+            return 2
+        redoc = str(Path(redoc).resolve())  # workers may start elsewhere
+    if redoc:
+        os.environ[ENV_REDOC_JS] = redoc
     config.export()
     log.info("storage: %s", config.describe())
     if config.memory and args.workers > 1:

@@ -21,6 +21,7 @@ from .cross_origin import cross_origin
 from .error_handlers import EXCEPTION_HANDLERS, error_response
 from .openapi import openapi_response
 from .route_table import CHANNEL_PATH, RESOURCES, Condition, Handler, Handlers, Resource, served
+from .study_browser import browser_routes
 from .types import ASGIApp, Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
@@ -42,6 +43,7 @@ def create_app(kit: DicomWeb) -> ASGIApp:
     # PS3.18 §8.9.1.1: the Capabilities of the whole service are OPTIONS on its root.
     routes.append(ResourceRoute(kit, Resource("/", ()), handlers))
     routes.append(Route("/openapi.json", openapi_response, methods=["GET"]))
+    routes += browser_routes(kit)  # {root}/browse, the study browser for people, if on
     # The UPS notification channel, a WebSocket (PS3.18 §8.10.4).
     channels: list[BaseRoute] = [WebSocketRoute(CHANNEL_PATH, handlers.events.channel)]
     app = Starlette(routes=[*routes, *channels], exception_handlers=EXCEPTION_HANDLERS)

@@ -86,8 +86,13 @@ def _python_name(name: str) -> str:
     return "_" + ident if ident[:1].isdigit() else ident
 
 
+# Variables a shell relies on: a path parameter named ``path`` must not become ``PATH=...``.
+_SHELL_RESERVED = frozenset({"PATH", "HOME", "USER", "SHELL", "PWD", "OLDPWD", "IFS", "LANG", "TERM", "HOSTNAME"})
+
+
 def _shell_name(name: str) -> str:
-    return _python_name(name).upper()
+    upper = _python_name(name).upper()
+    return "DICOMWEB_" + upper if upper in _SHELL_RESERVED else upper
 
 
 def _example_value(param: Mapping[str, Any]) -> str:
@@ -104,7 +109,7 @@ def _example_value(param: Mapping[str, Any]) -> str:
 def _setup(root: str, path_params: Mapping[str, Mapping[str, Any]]) -> str:
     """The variables every example uses: the service root and one per path parameter."""
     shell = [f"ROOT={shlex.quote(root)}"]
-    python = ["import httpx", "", f"root = {root!r}"]
+    python = ["from pathlib import Path", "", "import httpx", "", f"root = {root!r}"]
     for name, param in path_params.items():
         value, note = _example_value(param), str(param.get("description", "")).split("\n")[0]
         shell.append(f"{_shell_name(name)}={shlex.quote(value)}" + (f"  # {note}" if note else ""))
@@ -232,7 +237,7 @@ def _python(
         if part_type:
             lines += [
                 "# One part per instance (PS3.18 §8.6.1.2): --boundary, part headers, blank line, the bytes.",
-                f"part = open({_body_file(part_type)!r}, 'rb').read()",
+                f"part = Path({_body_file(part_type)!r}).read_bytes()",
                 f'body = b"--example\\r\\nContent-Type: {part_type}\\r\\n\\r\\n" + part + b"\\r\\n--example--\\r\\n"',
             ]
             headers["Content-Type"] = f"{media_type}; boundary=example"
@@ -242,10 +247,14 @@ def _python(
             extra = f", content={json.dumps(example)!r}"
         else:
             headers["Content-Type"] = media_type
-            extra = f", content=open({_body_file(media_type)!r}, 'rb').read()"
+            extra = f", content=Path({_body_file(media_type)!r}).read_bytes()"
     query = [p for p in required if p["in"] == "query"]
     params = ", params={" + ", ".join(f"{p['name']!r}: '...'" for p in query) + "}" if query else ""
-    lines.append(f"r = httpx.request({method.upper()!r}, {url}, headers={headers!r}{params}{extra})")
+    arguments = url + (f", headers={headers!r}" if headers else "") + params + extra
+    if extra and method not in ("post", "put", "patch"):  # httpx.get() and the like take no body
+        lines.append(f"r = httpx.request({method.upper()!r}, {arguments})")
+    else:
+        lines.append(f"r = httpx.{method}({arguments})")
     lines.append("print(r.status_code, r.headers.get('content-type'))")
     return "\n".join(lines)
 

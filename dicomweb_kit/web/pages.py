@@ -15,6 +15,7 @@ from starlette.routing import BaseRoute, Route
 from ..errors import ConfigurationError
 from .cheatsheet import cheatsheet_html
 from .endpoints import service_url
+from .openapi import openapi_document
 
 if TYPE_CHECKING:
     from ..kit import DicomWeb
@@ -34,7 +35,7 @@ def page_routes(kit: DicomWeb, *, document: DocumentSource | None = None) -> lis
     Raises:
         ConfigurationError: ``Settings.redoc_js_file`` names no readable file.
     """
-    pages = _Pages(kit, document or _openapi_document)
+    pages = _Pages(kit, document or openapi_document)
     routes: list[BaseRoute] = [
         Route("/docs", pages.docs, methods=["GET"]),
         Route("/cheatsheet", pages.cheatsheet, methods=["GET"]),
@@ -42,12 +43,6 @@ def page_routes(kit: DicomWeb, *, document: DocumentSource | None = None) -> lis
     if pages.redoc_file is not None:
         routes.append(Route(REDOC_JS_PATH, pages.redoc_js, methods=["GET"]))
     return routes
-
-
-def _openapi_document(kit: DicomWeb, root: str) -> Mapping[str, Any]:
-    from .openapi import openapi_document
-
-    return openapi_document(kit, root)
 
 
 class _Pages:

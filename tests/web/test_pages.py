@@ -3,7 +3,10 @@ OpenAPI document."""
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
+import subprocess
 from collections.abc import AsyncIterator, Mapping
 from html.parser import HTMLParser
 from pathlib import Path
@@ -11,11 +14,13 @@ from typing import Any
 
 import httpx
 import pytest
+from conftest import LiveServer
 from dicomweb_kit_adapters.memory import MemoryBlobStore, MemoryIndex
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
 from dicomweb_kit import ConfigurationError, DicomWeb, Settings
+from dicomweb_kit.testing import make_dataset, part10_bytes
 from dicomweb_kit.web.cheatsheet import cheatsheet_html
 from dicomweb_kit.web.pages import page_routes
 
@@ -54,6 +59,13 @@ FIXTURE: dict[str, Any] = {
                     "404": {"description": "no such series"},
                 },
             },
+        },
+        "/studies/{study}/bulkdata/{path}": {
+            "get": {
+                "summary": "A bulk data value",
+                "parameters": [{"name": "path", "in": "path", "required": True}],
+                "responses": {"200": {"description": "the value", "content": {"application/octet-stream": {}}}},
+            }
         },
         "/workitems/{workitem}/state": {
             "put": {
@@ -136,10 +148,15 @@ def test_cheatsheet_examples() -> None:
     assert """-H 'Content-Type: multipart/related; type="application/dicom"'""" in curl
     assert "-F 'file=@image.dcm;type=application/dicom'" in curl
     assert "boundary=example" in python
+    # A path parameter named `path` must not become the shell's PATH.
+    assert "DICOMWEB_PATH=..." in setup_shell and not re.search(r"^PATH=", setup_shell, re.M)
+    curl, python = examples[("GET", "/studies/{study}/bulkdata/{path}")]
+    assert curl.startswith('curl "$ROOT/studies/$STUDY/bulkdata/$DICOMWEB_PATH"')
+    assert 'httpx.get(f"{root}/studies/{study}/bulkdata/{path}", headers=' in python
     curl, python = examples[("PUT", "/workitems/{workitem}/state")]
     assert curl.startswith('curl -X PUT "$ROOT/workitems/$WORKITEM/state?transaction=..."')
     assert """--data-binary '{"00741000": {"vr": "CS"}}'""" in curl
-    assert "params={'transaction': '...'}" in python
+    assert "params={'transaction': '...'}" in python and python.count("httpx.put(") == 1
 
 
 def test_cheatsheet_python_examples_compile() -> None:
@@ -206,3 +223,62 @@ async def test_cheatsheet_page_uses_the_service_root(pages: httpx.AsyncClient) -
     assert parse(r.text).headings == operations(FIXTURE)
     assert "ROOT=http://pacs.example/dicom-web" in r.text
     assert re.search(r'href="http://pacs.example/dicom-web/docs"', r.text)
+
+
+async def test_cheatsheet_lists_every_operation_of_the_served_document(client: httpx.AsyncClient) -> None:
+    document = (await client.get("/openapi.json")).json()
+    r = await client.get("/cheatsheet")
+    assert r.status_code == 200
+    sections = parse(r.text)
+    assert sections.headings == operations(document)
+    assert {path for _, path in sections.headings} == set(document["paths"])
+    assert "ROOT=http://testserver/dicom-web" in r.text
+    for python in sections.code[1::2]:
+        compile(python, "<example>", "exec")
+
+
+async def test_docs_page_of_the_kit(client: httpx.AsyncClient) -> None:
+    document = (await client.get("/openapi.json")).json()
+    r = await client.get("/docs")
+    assert r.status_code == 200
+    assert f"<title>{document['info']['title']}</title>" in r.text
+    assert '<redoc spec-url="http://testserver/dicom-web/openapi.json">' in r.text
+
+
+def examples_of(page: str) -> tuple[str, str, dict[tuple[str, str], tuple[str, str]]]:
+    """The shell and Python set-up blocks, and (curl, python) per (METHOD, path)."""
+    code = parse(page).code
+    return code[0], code[1], dict(zip(parse(page).headings, zip(code[2::2], code[3::2], strict=True), strict=True))
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
+def test_the_examples_work_against_a_live_server(
+    live_server: LiveServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The curl STOW-RS example stores a file; the Python examples search and retrieve it."""
+    page = httpx.get(live_server.url + "/cheatsheet").text
+    shell, python, examples = examples_of(page)
+    ds = make_dataset()
+    (tmp_path / "image.dcm").write_bytes(part10_bytes(ds))
+    setup = shell.replace("STUDY=...", f"STUDY={ds.StudyInstanceUID}")
+    curl, _ = examples[("POST", "/studies")]
+    run = subprocess.run(["bash", "-c", f"{setup}\n{curl} -sS -o out.json -w '%{{http_code}}'"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert run.stdout == "200", run.stderr + (tmp_path / "out.json").read_text()
+    curl, _ = examples[("GET", "/studies/{study}/metadata")]
+    run = subprocess.run(["bash", "-c", f"{setup}\n{curl} -sS"], capture_output=True, text=True, timeout=60)
+    assert json.loads(run.stdout)[0]["0020000D"]["Value"] == [ds.StudyInstanceUID]
+    namespace: dict[str, Any] = {"print": lambda *_: None}
+    exec(python.replace("study = '...'", f"study = {ds.StudyInstanceUID!r}"), namespace)
+    exec(examples[("GET", "/studies")][1], namespace)
+    assert namespace["r"].status_code == 200
+    assert namespace["r"].json()[0]["0020000D"]["Value"] == [ds.StudyInstanceUID]
+    exec(examples[("GET", "/studies/{study}")][1], namespace)
+    assert namespace["r"].status_code == 200
+    parts = namespace["r"].content.split(b"\r\n\r\n", 1)[1]
+    assert part10_bytes(ds)[:200] in parts  # the stored instance, as sent
+    (tmp_path / "image.dcm").write_bytes(part10_bytes(make_dataset(study=ds.StudyInstanceUID)))
+    monkeypatch.chdir(tmp_path)
+    exec(examples[("POST", "/studies")][1], namespace)
+    assert namespace["r"].status_code == 200
+    assert len(httpx.get(f"{live_server.url}/studies/{ds.StudyInstanceUID}/instances").json()) == 2
