@@ -35,7 +35,7 @@ from dicomweb_kit import DicomWeb, Settings
 from dicomweb_kit.testing import make_dataset, part10_bytes
 
 if TYPE_CHECKING:
-    from selenium.webdriver.remote.webdriver import WebDriver
+    from selenium.webdriver.chrome.webdriver import WebDriver
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
