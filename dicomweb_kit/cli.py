@@ -38,6 +38,7 @@ ENV_CORS_ORIGINS = "DICOMWEB_KIT_CORS_ORIGINS"
 ENV_CORS_ALLOW_CREDENTIALS = "DICOMWEB_KIT_CORS_ALLOW_CREDENTIALS"
 ENV_CROSS_ORIGIN_ISOLATION = "DICOMWEB_KIT_CROSS_ORIGIN_ISOLATION"
 ENV_REDOC_JS = "DICOMWEB_KIT_REDOC_JS"
+ENV_STUDY_BROWSER = "DICOMWEB_KIT_STUDY_BROWSER"
 DEFAULT_DATA_DIR = "dicomweb-data"
 
 
@@ -122,14 +123,19 @@ def _redact(url: str) -> str:
     return url
 
 
-def build_kit(config: BackendConfig, *, allow_delete: bool = False, events: bool = False) -> Any:
+def build_kit(
+    config: BackendConfig, *, allow_delete: bool = False, events: bool = False, study_browser: bool = False
+) -> Any:
     from .kit import DicomWeb
     from .settings import Settings
 
     blobs, index = config.adapters()
     bus = config.event_bus() if events else None
     settings = Settings(
-        allow_delete=allow_delete, public_url=os.environ.get(ENV_PUBLIC_URL) or None, **_cross_origin_settings()
+        allow_delete=allow_delete,
+        public_url=os.environ.get(ENV_PUBLIC_URL) or None,
+        study_browser=study_browser,
+        **_cross_origin_settings(),
     )
     return DicomWeb(blobs=blobs, index=index, settings=settings, events=bus)
 
@@ -162,7 +168,12 @@ def create_standalone_app() -> Any:
     from starlette.routing import Mount
 
     root = os.environ.get(ENV_ROOT, "/dicom-web").rstrip("/")
-    kit = build_kit(BackendConfig(), allow_delete=os.environ.get(ENV_ALLOW_DELETE) == "1", events=True)
+    kit = build_kit(
+        BackendConfig(),
+        allow_delete=os.environ.get(ENV_ALLOW_DELETE) == "1",
+        events=True,
+        study_browser=os.environ.get(ENV_STUDY_BROWSER, "1") != "0",  # on unless --no-browser
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
@@ -203,6 +214,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--root", default="/dicom-web", help="path prefix of the service (default /dicom-web)")
     serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     serve.add_argument("--allow-delete", action="store_true", help="enable DELETE of studies, series, instances")
+    serve.add_argument(
+        "--no-browser",
+        action="store_true",
+        help=f"do not serve the study browser at <root>/browse (env {ENV_STUDY_BROWSER}=0)",
+    )
     serve.add_argument(
         "--public-url",
         help=f"the service root clients see, for URLs in responses (env {ENV_PUBLIC_URL}; default: from the request)",
@@ -282,6 +298,8 @@ def _serve(args: argparse.Namespace, config: BackendConfig) -> int:
     root = "/" + args.root.strip("/")
     os.environ[ENV_ROOT] = root
     os.environ[ENV_ALLOW_DELETE] = "1" if args.allow_delete else "0"
+    if args.no_browser:
+        os.environ[ENV_STUDY_BROWSER] = "0"
     if args.public_url:
         os.environ[ENV_PUBLIC_URL] = args.public_url
     if args.cors_origin:
@@ -305,6 +323,8 @@ def _serve(args: argparse.Namespace, config: BackendConfig) -> int:
     if args.workers > 1 and not config.memory and not config.postgresql:
         log.info("UPS events: workers see each other's events on their next poll of the event log (5 s)")
     log.info("DICOMweb service at http://%s:%d%s", args.host, args.port, root if root != "/" else "")
+    if os.environ.get(ENV_STUDY_BROWSER, "1") != "0":
+        log.info("study browser at http://%s:%d%s/browse", args.host, args.port, root if root != "/" else "")
     uvicorn.run(
         "dicomweb_kit.cli:create_standalone_app",
         factory=True,
