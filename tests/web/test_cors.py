@@ -61,6 +61,16 @@ async def test_preflight_with_authorization_from_an_allowed_origin(make_kit: Cal
             assert "access-control-allow-credentials" not in r.headers
 
 
+async def test_options_that_is_no_preflight_is_the_capabilities_service(make_kit: Callable[..., DicomWeb]) -> None:
+    async with serving(make_kit, Settings(cors_origins=(VIEWER,))) as client:
+        for headers in ({}, {"Origin": VIEWER}):
+            r = await client.options("/studies", headers=headers)
+            assert r.status_code == 200
+            assert r.headers["content-type"].startswith("application/vnd.sun.wadl+xml")
+            assert "GET" in r.headers["allow"]
+        assert r.headers["access-control-allow-origin"] == VIEWER
+
+
 async def test_preflight_from_a_disallowed_origin_gets_no_permission(make_kit: Callable[..., DicomWeb]) -> None:
     async with serving(make_kit, Settings(cors_origins=(VIEWER,))) as client:
         r = await client.options("/studies", headers=preflight("GET", OTHER))
