@@ -44,6 +44,7 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float = TIMEOUT) -> A
 
 
 def open_page(browser: WebDriver, url: str) -> None:
+    browser.get("about:blank")  # a new document even if only the #fragment differs
     browser.get(url)
     wait_for("the page's script", lambda: browser.execute_script("return document.readyState") == "complete")
 
@@ -98,6 +99,29 @@ def test_the_search_box_queries_qido(
     screenshot("study-list-search")
 
 
+def test_the_list_pages_with_limit_and_offset(
+    browser: WebDriver, serve_kit: Callable[..., KitServer], screenshot: Callable[[str], Path]
+) -> None:
+    server = serve_kit(Settings(study_browser=True))
+    server.store([make_dataset(patient_name=f"Page^P{k:02d}", patient_id=f"P{k:02d}") for k in range(27)])
+    open_page(browser, server.url + "/browse")
+    status, rows = browser.find_element(By.ID, "list-status"), "#studies tbody tr"
+    wait_for("the first page", lambda: status.text == "Studies 1–25")
+    assert len(browser.find_elements(By.CSS_SELECTOR, rows)) == 25
+    previous, following = browser.find_element(By.ID, "prev"), browser.find_element(By.ID, "next")
+    assert not previous.is_enabled() and following.is_enabled()
+    first_page = {row.text for row in browser.find_elements(By.CSS_SELECTOR, rows)}
+    following.click()
+    wait_for("the second page", lambda: status.text == "Studies 26–27 of 27")
+    second_page = {row.text for row in browser.find_elements(By.CSS_SELECTOR, rows)}
+    assert len(second_page) == 2 and not first_page & second_page
+    assert previous.is_enabled() and not following.is_enabled()
+    assert browser.find_element(By.ID, "page-info").text == "Page 2"
+    screenshot("study-list-page-2")
+    previous.click()
+    wait_for("the first page again", lambda: status.text == "Studies 1–25")
+
+
 def test_a_study_shows_its_series_with_thumbnails_and_zip_links(
     browser: WebDriver, study_server: KitServer, screenshot: Callable[[str], Path]
 ) -> None:
@@ -137,6 +161,7 @@ def test_the_viewer_shows_a_rendered_image_and_applies_window_presets(
     image = browser.find_element(By.ID, "image")
     wait_for("the rendered image", lambda: loaded(browser, image))
     assert natural_size(browser, image) == (64, 64)
+    assert browser.find_element(By.ID, "viewer-title").text == "Series 1 · AXIAL"
     default_src = str(image.get_attribute("src"))
     assert default_src.startswith(f"{study_server.url}/studies/{study}/series/{series}/instances/")
     assert "/rendered" in default_src and "window=" not in default_src

@@ -323,7 +323,8 @@
       $("image").removeAttribute("src");
       setStatus(status, "Loading…", "busy");
       try {
-        const found = await qidoAll(`${seriesPath(study, series)}/instances`, new URLSearchParams({ includefield: "NumberOfFrames" }));
+        const fields = ["NumberOfFrames", "SeriesNumber", "SeriesDescription", "Modality"];
+        const found = await qidoAll(`${seriesPath(study, series)}/instances`, new URLSearchParams(fields.map((f) => ["includefield", f])));
         found.sort((a, b) => (number(a, T.InstanceNumber) ?? 1e9) - (number(b, T.InstanceNumber) ?? 1e9));
         Object.assign(viewer, { key: `${study}/${series}`, study, series, instances: found });
       } catch (error) {
@@ -360,8 +361,12 @@
     const frames = framesOf(ds);
     const instanceNumber = text(ds, T.InstanceNumber);
     history.replaceState(null, "", `#/view/${enc(viewer.study)}/${enc(viewer.series)}/${enc(uid)}/${viewer.frame}`);
-    $("viewer-title").textContent = instanceNumber ? `Instance ${instanceNumber}` : "Instance";
+    const seriesNumber = text(ds, T.SeriesNumber);
+    const title = [seriesNumber && `Series ${seriesNumber}`, text(ds, T.SeriesDescription)].filter(Boolean).join(" · ");
+    $("viewer-title").textContent = title || "Series";
     $("viewer-facts").replaceChildren(
+      ...fact("Instance", instanceNumber),
+      ...fact("Modality", text(ds, T.Modality)),
       ...fact("Size", ds[T.Rows] && `${text(ds, T.Columns)} × ${text(ds, T.Rows)}`),
       ...fact("Frames", frames > 1 ? String(frames) : ""),
     );
