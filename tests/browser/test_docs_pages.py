@@ -16,7 +16,7 @@ import tarfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import pytest
@@ -28,6 +28,7 @@ from starlette.routing import Route
 
 from dicomweb_kit import Settings
 from dicomweb_kit.testing import make_dataset
+from dicomweb_kit.web.cross_origin import cross_origin
 
 from .conftest import KitServer
 
@@ -197,3 +198,41 @@ def test_cross_origin_isolation_in_the_browser(browser: WebDriver, serve_kit: Ca
         assert browser.execute_script("return self.crossOriginIsolated") is isolated
         assert browser.execute_script("return typeof SharedArrayBuffer") == ("function" if isolated else "undefined")
 
+
+
+IMAGE = """
+const done = arguments[arguments.length - 1];
+const img = new Image();
+img.onload = () => done({width: img.naturalWidth});
+img.onerror = () => done({error: 'blocked'});
+img.src = arguments[0];
+"""
+
+
+@pytest.mark.parametrize(("policy", "loads"), [(None, False), ("cross-origin", True)])
+def test_an_isolated_viewer_on_another_origin_loads_our_images(
+    browser: WebDriver,
+    serve_kit: Callable[..., KitServer],
+    policy: Literal["same-origin", "same-site", "cross-origin"] | None,
+    loads: bool,
+) -> None:
+    """A cross-origin-isolated viewer page (COEP require-corp; served by a host app through
+    ``cross_origin``, as README shows) may load a thumbnail without CORS only when our answer's
+    ``Cross-Origin-Resource-Policy`` lets it: not with the default ``same-origin``, yes with
+    ``cross-origin``."""
+    kit_server = serve_kit(Settings(cross_origin_isolation=True, cross_origin_resource_policy=policy))
+    ds = make_dataset(rows=32, columns=32)
+    kit_server.store([ds])
+
+    async def page(_: Request) -> HTMLResponse:
+        return HTMLResponse("<!DOCTYPE html><title>isolated viewer</title><p>viewer</p>")
+
+    viewer = cross_origin(Starlette(routes=[Route("/", page)]), Settings(cross_origin_isolation=True))
+    with LiveServer(viewer) as server:  # type: ignore[arg-type]
+        browser.set_script_timeout(TIMEOUT)
+        browser.get(f"http://127.0.0.1:{server.port}/")
+        assert browser.execute_script("return self.crossOriginIsolated") is True
+        thumbnail = f"{kit_server.url}/studies/{ds.StudyInstanceUID}/thumbnail"
+        assert httpx.get(thumbnail).status_code == 200
+        answer = browser.execute_async_script(IMAGE, thumbnail)
+        assert (answer.get("width", 0) > 0) is loads, answer
