@@ -282,3 +282,13 @@ def test_the_examples_work_against_a_live_server(
     exec(examples[("POST", "/studies")][1], namespace)
     assert namespace["r"].status_code == 200
     assert len(httpx.get(f"{live_server.url}/studies/{ds.StudyInstanceUID}/instances").json()) == 2
+
+
+async def test_pages_answer_head_and_a_trailing_slash(client: httpx.AsyncClient) -> None:
+    for page in ("/docs", "/cheatsheet"):
+        r = await client.head(page)
+        assert r.status_code == 200 and r.headers["content-type"] == "text/html; charset=utf-8"
+        r = await client.get(page + "/", follow_redirects=True)
+        assert r.status_code == 200 and str(r.url) == f"http://testserver/dicom-web{page}"
+        r = await client.post(page)
+        assert r.status_code == 405 and "GET" in r.headers["allow"]
