@@ -16,15 +16,18 @@ import numpy as np
 import pytest
 from PIL import Image
 from pydicom.dataset import Dataset
-from selenium.webdriver.chrome.webdriver import WebDriver
-from selenium.webdriver.common.by import By
-from selenium.webdriver.common.keys import Keys
-from selenium.webdriver.remote.webelement import WebElement
 
 from dicomweb_kit import Settings
 from dicomweb_kit.testing import make_dataset, part10_bytes
 
 from .conftest import KitServer, phantom_study
+
+pytest.importorskip("selenium", reason="browser tests need selenium (pip install -e '.[test]')")
+
+from selenium.webdriver.chrome.webdriver import WebDriver
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.remote.webelement import WebElement
 
 TIMEOUT = 30.0
 
