@@ -111,7 +111,7 @@ def _setup(root: str, path_params: Mapping[str, Mapping[str, Any]]) -> str:
     shell = [f"ROOT={shlex.quote(root)}"]
     python = ["from pathlib import Path", "", "import httpx", "", f"root = {root!r}"]
     for name, param in path_params.items():
-        value, note = _example_value(param), str(param.get("description", "")).split("\n")[0]
+        value, note = _example_value(param), str(param.get("description", "")).split("\n")[0].split("; ")[0]
         shell.append(f"{_shell_name(name)}={shlex.quote(value)}" + (f"  # {note}" if note else ""))
         python.append(f"{_python_name(name)} = {value!r}" + (f"  # {note}" if note else ""))
     return (
