@@ -20,6 +20,7 @@ from .capabilities import capabilities_response
 from .cross_origin import cross_origin
 from .error_handlers import EXCEPTION_HANDLERS, error_response
 from .openapi import openapi_response
+from .pages import page_routes
 from .route_table import CHANNEL_PATH, RESOURCES, Condition, Handler, Handlers, Resource, served
 from .study_browser import browser_routes
 from .types import ASGIApp, Message, Receive, Scope, Send
@@ -44,6 +45,7 @@ def create_app(kit: DicomWeb) -> ASGIApp:
     routes.append(ResourceRoute(kit, Resource("/", ()), handlers))
     routes.append(Route("/openapi.json", openapi_response, methods=["GET"]))
     routes += browser_routes(kit)  # {root}/browse, the study browser for people, if on
+    routes += page_routes(kit)  # {root}/docs (ReDoc) and {root}/cheatsheet, for people
     # The UPS notification channel, a WebSocket (PS3.18 §8.10.4).
     channels: list[BaseRoute] = [WebSocketRoute(CHANNEL_PATH, handlers.events.channel)]
     app = Starlette(routes=[*routes, *channels], exception_handlers=EXCEPTION_HANDLERS)
