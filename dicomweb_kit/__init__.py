@@ -26,6 +26,7 @@ from .errors import (
     WorkitemNotFound,
     WorkitemRefused,
 )
+from .changefeed import ChangeEntry, ChangeFeed, ChangeFilter, MemoryChangeFeed
 from .events import EventBus, MemoryEventBus
 from .index import AddOutcome, IndexCapabilities, InstanceIndex, InstanceRecord, MatchRow, Page, ScopeSummary
 from .kit import DicomWeb
@@ -79,7 +80,11 @@ __all__ = [
     "InvalidQuery",
     "InvalidRequest",
     "InvalidUid",
+    "ChangeEntry",
+    "ChangeFeed",
+    "ChangeFilter",
     "Level",
+    "MemoryChangeFeed",
     "MalformedMultipart",
     "MatchRow",
     "Matcher",

@@ -7,8 +7,10 @@ from collections.abc import AsyncIterator, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
+from .changefeed import ChangeEntry, ChangeFeed, ChangeFilter, follow
 from .errors import ConfigurationError
 from .events import EventBus, MemoryEventBus
+from .hooks import AfterStore, AfterStoreRunner, BeforeStore
 from .index import InstanceIndex
 from .render_cache import MemoryRenderCache, RenderCache
 from .settings import Settings
@@ -49,6 +51,14 @@ class DicomWeb:
             ``PostgresEventBus``).
         subscriptions: where UPS subscriptions and event logs are kept (default: the index's own
             ``ups_subscriptions()`` store if it has one, else in memory).
+        before_store: an async hook that accepts, rejects or coerces each instance before it is
+            committed (:mod:`dicomweb_kit.hooks`).
+        after_store: an async hook given the records of each commit, run in the background of
+            the lifespan (never delays a response; errors are logged).
+        after_store_concurrency: after-store calls running at once.
+        changefeed: the instance change feed (default: the index's own ``change_feed()`` if it
+            has one, written in the index's transactions; ``None`` otherwise, and the change
+            feed resources answer 404).
 
     Raises:
         ConfigurationError: an adapter does not implement its protocol.
@@ -64,6 +74,10 @@ class DicomWeb:
         workitems: WorkitemStore | None = None,
         events: EventBus | None = None,
         subscriptions: SubscriptionStore | None = None,
+        before_store: BeforeStore | None = None,
+        after_store: AfterStore | None = None,
+        after_store_concurrency: int = 4,
+        changefeed: ChangeFeed | None = None,
     ) -> None:
         if not isinstance(blobs, BlobStore):
             raise ConfigurationError(f"blobs must implement dicomweb_kit.BlobStore; {type(blobs).__name__} does not")
@@ -92,6 +106,18 @@ class DicomWeb:
                 f"workitems must implement dicomweb_kit.WorkitemStore; {type(workitems).__name__} does not"
             )
         self.workitems: WorkitemStore = workitems
+        self.before_store = before_store
+        self.after_store = (
+            AfterStoreRunner(after_store, concurrency=after_store_concurrency) if after_store is not None else None
+        )
+        if changefeed is None:
+            factory = getattr(index, "change_feed", None)
+            changefeed = factory() if factory is not None else None
+        if changefeed is not None and not isinstance(changefeed, ChangeFeed):
+            raise ConfigurationError(
+                f"changefeed must implement dicomweb_kit.ChangeFeed; {type(changefeed).__name__} does not"
+            )
+        self.changefeed: ChangeFeed | None = changefeed
         self._app: ASGIApp | None = None
 
     @property
@@ -120,7 +146,24 @@ class DicomWeb:
             opener = getattr(adapter, "open", None)
             if opener is not None:
                 await opener()
+        if self.after_store is not None:
+            await self.after_store.start()
         return self
+
+    def changes(
+        self, *, after: int = 0, filter: ChangeFilter | None = None, poll_interval: float = 5.0
+    ) -> AsyncIterator[ChangeEntry]:
+        """The change feed from sequence ``after`` on, then live, without gaps::
+
+            async for change in kit.changes(after=last_seen, filter=ChangeFilter(modality="CT")):
+                ...
+
+        Raises:
+            ConfigurationError: the kit has no change feed (its index keeps none).
+        """
+        if self.changefeed is None:
+            raise ConfigurationError("this kit has no change feed: its index keeps none (pass changefeed=...)")
+        return follow(self.changefeed, self, after=after, filter=filter, poll_interval=poll_interval)
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -130,6 +173,8 @@ class DicomWeb:
     async def aclose(self) -> None:
         """Close both adapters."""
         try:
+            if self.after_store is not None:
+                await self.after_store.stop()
             await self.workitems.aclose()
             await self.events.aclose()
             await self.subscriptions.aclose()

@@ -17,6 +17,7 @@ from dicomweb_kit import (
     InstanceRecord,
     Level,
     MatchRow,
+    MemoryChangeFeed,
     Page,
     Query,
     ResourceKey,
@@ -88,6 +89,7 @@ class MemoryIndex:
         self._tree: dict[str, dict[str, dict[str, _Entry]]] = {}
         self._where: dict[str, tuple[str, str]] = {}  # SOP Instance UID -> (study, series)
         self._clock = count()
+        self._feed = MemoryChangeFeed()  # appended in the same step as each change
 
     async def add(self, record: InstanceRecord, /, *, on_existing: Literal["keep", "replace"]) -> AddOutcome:
         return self._add(record, on_existing)
@@ -103,6 +105,7 @@ class MemoryIndex:
         series = self._tree.setdefault(record.study_uid, {}).setdefault(record.series_uid, {})
         series[record.instance_uid] = _Entry(record, next(self._clock))
         self._where[record.instance_uid] = (record.study_uid, record.series_uid)
+        self._feed.stored(record, replaced=previous is not None)
         return AddOutcome(stored=True, previous=previous)
 
     async def add_many(
@@ -147,7 +150,12 @@ class MemoryIndex:
         entries = list(self._entries(scope))
         for entry in entries:
             self._drop(entry.record.instance_uid)
+        self._feed.removed(entry.record for entry in entries)
         return [entry.record.blob_key for entry in entries]
+
+    def change_feed(self) -> MemoryChangeFeed:
+        """The feed of this index's changes (the kit's ``changefeed``)."""
+        return self._feed
 
     async def aclose(self) -> None:
         pass

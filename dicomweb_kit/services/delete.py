@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .. import changefeed
 from ..errors import ResourceNotFound
 from ..resources import ResourceKey
 
@@ -24,5 +25,7 @@ async def delete_resource(kit: DicomWeb, scope: ResourceKey, /) -> int:
     blob_keys = await kit.index.remove(scope)
     if not blob_keys:
         raise ResourceNotFound(f"no {scope.level} {scope} is stored here")
+    if kit.changefeed is not None:
+        await changefeed.notify(kit)  # the index recorded the deletes in its change feed
     await kit.blobs.delete(blob_keys)
     return len(blob_keys)

@@ -6,6 +6,9 @@ path that decides what a stored instance is.
 
 from __future__ import annotations
 
+import copy
+import io
+import logging
 import re
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
@@ -14,11 +17,13 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import msgspec
 from pydicom.dataset import Dataset
+from pydicom.uid import UID
 
-from .. import status_codes
+from .. import changefeed, status_codes
 from ..codecs import dicom_json
 from ..codecs.part10 import HeaderIncomplete, NotPart10, Part10Header, has_part10_prefix, parse_header, to_part10
 from ..errors import InstanceRejected, PayloadTooLarge
+from ..hooks import Coerce, IncomingInstance, Reject, apply_coercion
 from ..index import InstanceRecord
 from ..pixels.layout import PixelLayout, PixelScanner, layout_from_bytes, layout_of
 from ..resources import ResourceKey, validate_uid
@@ -27,6 +32,8 @@ if TYPE_CHECKING:
     from ..kit import DicomWeb
 
 __all__ = ["PreparedInstance", "StoredInstance", "commit_instances", "ingest_instance", "prepare_instance"]
+
+log = logging.getLogger("dicomweb_kit.ingest")
 
 
 class StoredInstance(msgspec.Struct, frozen=True):
@@ -44,6 +51,8 @@ class PreparedInstance(msgspec.Struct, frozen=True):
 
     record: InstanceRecord
     warning_reason: int | None = None
+    # The parsed header, for the before-store hook (bounded by ``header_prefix_bytes``).
+    header: Part10Header | None = None
 
 
 # The Pixel Data tags (7FE0,0010), Float (7FE0,0008) and Double Float (7FE0,0009) Pixel Data as
@@ -157,11 +166,8 @@ async def prepare_instance(
         chunks = await _repaired(chunks, settings.max_repair_bytes)
         # We wrote the preamble and file meta the client left out (PS3.18 Table I.2-1).
         warning = status_codes.COERCION_OF_DATA_ELEMENTS
-    tee = _PrefixTee(chunks, settings.header_prefix_bytes, settings.max_part_bytes)
-    # Not durable yet: commit_instances syncs the whole group's blobs at once.
-    info = await kit.blobs.put(key, tee, durable=False)
+    record, header = await _write_and_parse(kit, key, chunks)
     try:
-        record = await _read_record(kit, key, tee, info.size, settings.bulk_data_threshold)
         if expected_study is not None and record.study_uid != expected_study:
             raise InstanceRejected(
                 f"Study Instance UID {record.study_uid} differs from the target study {expected_study}"
@@ -174,7 +180,23 @@ async def prepare_instance(
         with anyio.CancelScope(shield=True):
             await kit.blobs.delete([key])
         raise
-    return PreparedInstance(record, warning)
+    return PreparedInstance(record, warning, header if kit.before_store is not None else None)
+
+
+async def _write_and_parse(
+    kit: DicomWeb, key: str, chunks: AsyncIterable[bytes | memoryview]
+) -> tuple[InstanceRecord, Part10Header]:
+    """Write the blob ``key`` (not durable yet: commit_instances syncs the whole group's blobs at
+    once) and parse its header on the way; on failure the blob is deleted."""
+    settings = kit.settings
+    tee = _PrefixTee(chunks, settings.header_prefix_bytes, settings.max_part_bytes)
+    info = await kit.blobs.put(key, tee, durable=False)
+    try:
+        return await _read_record(kit, key, tee, info.size, settings.bulk_data_threshold)
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await kit.blobs.delete([key])
+        raise
 
 
 async def commit_instances(
@@ -185,6 +207,18 @@ async def commit_instances(
 
     If the index fails, every blob of the batch is deleted and the error propagates.
     """
+    if not prepared:
+        return []
+    screened = await _screen(kit, prepared) if kit.before_store is not None else list(prepared)
+    prepared = [p for p in screened if isinstance(p, PreparedInstance)]
+    results = await _commit(kit, prepared)
+    if len(prepared) < len(screened):  # the hook's rejections, in their places
+        merged = iter(results)
+        results = [next(merged) if isinstance(p, PreparedInstance) else p for p in screened]
+    return results
+
+
+async def _commit(kit: DicomWeb, prepared: Sequence[PreparedInstance]) -> list[StoredInstance | InstanceRejected]:
     if not prepared:
         return []
     policy = kit.settings.on_duplicate
@@ -223,7 +257,95 @@ async def commit_instances(
         )
     if garbage:
         await kit.blobs.delete(garbage)
+    changed = [r.record for r in results if isinstance(r, StoredInstance) and not r.already_stored]
+    if changed:
+        if kit.changefeed is not None:
+            await changefeed.notify(kit)
+        if kit.after_store is not None:
+            kit.after_store.submit(changed)  # runs in the background; never delays this response
     return results
+
+
+async def _screen(
+    kit: DicomWeb, prepared: Sequence[PreparedInstance]
+) -> list[PreparedInstance | InstanceRejected]:
+    """Ask the before-store hook about each instance (concurrently); apply its rejections and
+    coercions. A rejected instance's blob is deleted."""
+    screened: list[PreparedInstance | InstanceRejected] = list(prepared)
+
+    async def one(position: int, item: PreparedInstance) -> None:
+        try:
+            screened[position] = await _screen_one(kit, item)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await kit.blobs.delete([item.record.blob_key])
+            raise
+        if isinstance(screened[position], InstanceRejected):
+            await kit.blobs.delete([item.record.blob_key])
+
+    async with anyio.create_task_group() as tasks:
+        for position, item in enumerate(prepared):
+            tasks.start_soon(one, position, item)
+    return screened
+
+
+async def _screen_one(kit: DicomWeb, item: PreparedInstance) -> PreparedInstance | InstanceRejected:
+    assert kit.before_store is not None and item.header is not None
+    record = item.record
+
+    def rejected(message: str, reason: int) -> InstanceRejected:
+        log.info("STOW-RS instance %s rejected by the before-store hook: %s", record.instance_uid, message)
+        return InstanceRejected(
+            message, failure_reason=reason, sop_class_uid=record.sop_class_uid, sop_instance_uid=record.instance_uid
+        )
+
+    dataset = copy.deepcopy(item.header.dataset)
+    try:
+        decision = await kit.before_store(IncomingInstance(dataset, record))
+    except Exception as exc:
+        log.exception("before-store hook failed for %s", record.instance_uid)
+        return rejected(f"the before-store hook failed: {type(exc).__name__}", status_codes.PROCESSING_FAILURE)
+    if isinstance(decision, Reject):
+        return rejected(decision.message, decision.failure_reason)
+    if not isinstance(decision, Coerce) or not decision.attributes:
+        return PreparedInstance(record, item.warning_reason)
+    try:
+        coerced = await _coerce(kit, item, decision)
+    except (ValueError, TypeError, OverflowError) as exc:
+        return rejected(f"the before-store hook's coercion failed: {exc}", status_codes.PROCESSING_FAILURE)
+    return PreparedInstance(coerced, status_codes.COERCION_OF_DATA_ELEMENTS)
+
+
+async def _coerce(kit: DicomWeb, item: PreparedInstance, coerce: Coerce) -> InstanceRecord:
+    """Store the instance again with the coerced header; delete the original blob.
+
+    The blob was streamed before the hook could say anything, so it is rewritten rather than
+    patched: a new blob made of the header written again by pydicom (elements before Pixel
+    Data, bounded by ``header_prefix_bytes``) followed by the original bytes from Pixel Data on,
+    copied with one ranged read that streams chunk by chunk. Memory stays bounded and pixels are
+    never decoded. The new blob goes through the same parse as any upload, so the index record
+    (metadata JSON, match values, frame layout) describes exactly the bytes stored.
+    """
+    header = item.header
+    assert header is not None
+    if UID(header.transfer_syntax_uid).is_deflated:
+        # The whole dataset is one deflate stream: its pixels cannot be copied apart from the header.
+        raise ValueError("attributes of a Deflated Explicit VR Little Endian instance cannot be coerced")
+    dataset = copy.deepcopy(header.dataset)
+    apply_coercion(dataset, coerce)
+    head = await anyio.to_thread.run_sync(_write_header, dataset)
+    old_key = item.record.blob_key
+    new_key = uuid.uuid4().hex
+
+    async def rewritten() -> AsyncIterator[bytes]:
+        yield head
+        if header.pixel_data_vr is not None:
+            async for chunk in kit.blobs.get(old_key, start=header.header_length):
+                yield chunk
+
+    record, _header = await _write_and_parse(kit, new_key, rewritten())
+    await kit.blobs.delete([old_key])
+    return record
 
 
 async def _peek(
@@ -267,7 +389,16 @@ async def _repaired(chunks: AsyncIterable[bytes | memoryview], limit: int) -> As
     return one()
 
 
-async def _read_record(kit: DicomWeb, key: str, tee: _PrefixTee, size: int, threshold: int) -> InstanceRecord:
+def _write_header(dataset: Dataset) -> bytes:
+    """Preamble, file meta and ``dataset`` (the elements before Pixel Data) as Part 10 bytes."""
+    buffer = io.BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+async def _read_record(
+    kit: DicomWeb, key: str, tee: _PrefixTee, size: int, threshold: int
+) -> tuple[InstanceRecord, Part10Header]:
     """Parse the header from the kept bytes and build the record: one thread hop."""
     try:
         return await anyio.to_thread.run_sync(
@@ -287,7 +418,7 @@ async def _read_record(kit: DicomWeb, key: str, tee: _PrefixTee, size: int, thre
 
 def _record_from(
     prefix: bytearray, complete: bool, key: str, size: int, threshold: int, scanner: PixelScanner | None
-) -> InstanceRecord:
+) -> tuple[InstanceRecord, Part10Header]:
     """``prefix`` is the whole file when ``scanner`` is ``None``."""
     try:
         header = parse_header(prefix, complete=complete)
@@ -296,7 +427,7 @@ def _record_from(
     layout = layout_of(scanner, header, size=size) if scanner is not None else layout_from_bytes(prefix, header)
     # No layout (a scan that started at a false sighting, deflated data): the frames service
     # computes it from the blob when a frame is first asked for.
-    return _make_record(header, key, size, threshold, layout)
+    return _make_record(header, key, size, threshold, layout), header
 
 
 def _cannot_understand(message: str) -> InstanceRejected:

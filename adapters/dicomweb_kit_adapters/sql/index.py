@@ -33,6 +33,7 @@ from dicomweb_kit import (
     StorageUnavailable,
 )
 
+from . import changefeed as _changefeed
 from . import search as _search
 from .dialects import create_engine, create_sync_engine, insert_ignore, is_retryable
 from .extract import indexed_attributes, representative, value_rows
@@ -106,6 +107,10 @@ class SqlIndex:
     def ups_workitems(self) -> SqlWorkitemStore:
         """A UPS workitem store on this index's database and pool (the kit's default workitems)."""
         return SqlWorkitemStore.on_engine(self._kind, self._engine)
+
+    def change_feed(self) -> _changefeed.SqlChangeFeed:
+        """The feed of this index's changes, written in the same transactions (the kit's ``changefeed``)."""
+        return _changefeed.SqlChangeFeed(self)
 
     def ups_subscriptions(self) -> SqlSubscriptionStore:
         """The UPS subscription store on this index's database (the kit's default subscriptions)."""
@@ -275,6 +280,7 @@ class SqlIndex:
         if locked:
             for found_row in conn.execute(_record_select().where(instances.c.id.in_(locked))):
                 stored[found_row.instance_uid] = (int(found_row.id), _record(found_row))
+        was_stored = set(stored)  # for the change feed: these become "replace" entries
         # 2. Each record in order, as sequential adds would do: a later record sees an earlier
         # one of the batch as existing. ``pending`` is what gets inserted, in insertion order.
         outcomes: list[AddOutcome] = []
@@ -375,6 +381,7 @@ class SqlIndex:
         conn.execute(
             _COUNT_STUDIES, [_representative_params(params, STUDY_COLUMNS) for params in study_updates.values()]
         )
+        _changefeed.append_stored(conn, [(record, record.instance_uid in was_stored) for record in batch])
         return outcomes
 
     def _series_ids(self, conn: Connection, keys: set[tuple[int, str]]) -> dict[tuple[int, str], int]:
@@ -411,9 +418,9 @@ class SqlIndex:
         return found
 
     async def remove(self, scope: ResourceKey, /) -> list[str]:
-        return await self._write(lambda conn: self._delete(conn, _scope_filter(scope)), "removing")
+        return await self._write(lambda conn: self._delete(conn, _scope_filter(scope), feed=True), "removing")
 
-    def _delete(self, conn: Connection, where: list[ColumnElement[bool]]) -> list[str]:
+    def _delete(self, conn: Connection, where: list[ColumnElement[bool]], *, feed: bool = False) -> list[str]:
         """Delete the instances ``where`` selects; fix counters; drop empty series and studies."""
         study_ids = _scalars(conn, statement=select(instances.c.study_id).distinct().where(*where))
         if not study_ids:
@@ -428,6 +435,8 @@ class SqlIndex:
         if not rows:
             return []
         series_ids = sorted({row.series_id for row in rows})
+        if feed:  # a removal (not a replacement, which add_many records as such)
+            _changefeed.append_removed(conn, where)
         doomed = select(instances.c.id).where(*where)
         conn.execute(delete(instance_values).where(instance_values.c.instance_id.in_(doomed.scalar_subquery())))
         conn.execute(delete(instances).where(*where))

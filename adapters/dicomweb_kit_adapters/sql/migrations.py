@@ -27,6 +27,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from dicomweb_kit import ConfigurationError
 
+from .changefeed import TABLES as CHANGEFEED_TABLES
+from .changefeed import changefeed_head
 from .dialects import Kind, acquire_schema_lock, insert_ignore, release_schema_lock
 from .extract import MAX_TEXT, NUMERIC_VRS, number_key
 from .schema import (
@@ -189,6 +191,13 @@ async def _v6_ups_subscriptions(conn: AsyncConnection, _kind: Kind) -> None:
     await conn.run_sync(lambda sync: metadata.create_all(sync, tables=UPS_TABLES, checkfirst=True))
 
 
+async def _v7_changefeed(conn: AsyncConnection, kind: Kind) -> None:
+    """Create the instance change feed and its head row (``changefeed.py``). Instances stored
+    before have no entries; the feed starts at sequence 1. Idempotent."""
+    await conn.run_sync(lambda sync: metadata.create_all(sync, tables=CHANGEFEED_TABLES, checkfirst=True))
+    await conn.execute(insert_ignore(kind, changefeed_head, ["id"]), {"id": 1, "seq": 0})
+
+
 MIGRATIONS: Final[list[tuple[int, Step]]] = [
     (1, _v1_create_tables),
     (2, _v2_ordered_number_keys),
@@ -196,6 +205,7 @@ MIGRATIONS: Final[list[tuple[int, Step]]] = [
     (4, _v4_pixel_layout),
     (5, _v5_workitems),
     (6, _v6_ups_subscriptions),
+    (7, _v7_changefeed),
 ]
 SCHEMA_VERSION: Final = MIGRATIONS[-1][0]
 
