@@ -5,6 +5,7 @@ The public API is this flat namespace; adapters (ours and third parties') import
 
 from __future__ import annotations
 
+from .changefeed import ChangeEntry, ChangeFeed, ChangeFilter, MemoryChangeFeed
 from .errors import (
     ConfigurationError,
     Conflict,
@@ -26,7 +27,6 @@ from .errors import (
     WorkitemNotFound,
     WorkitemRefused,
 )
-from .changefeed import ChangeEntry, ChangeFeed, ChangeFilter, MemoryChangeFeed
 from .events import EventBus, MemoryEventBus
 from .index import AddOutcome, IndexCapabilities, InstanceIndex, InstanceRecord, MatchRow, Page, ScopeSummary
 from .kit import DicomWeb
