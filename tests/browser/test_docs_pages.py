@@ -9,6 +9,7 @@ registry these tests skip, unless ``CI=true``.
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import subprocess
@@ -126,7 +127,7 @@ def test_redoc_page_explains_an_unreachable_script(
 
 
 def test_cheatsheet_shows_its_endpoints(
-    browser: WebDriver, docs_server: KitServer, screenshot: Callable[[str], Path]
+    browser: WebDriver, docs_server: KitServer, screenshot: Callable[[str], Path], screenshot_dir: Path
 ) -> None:
     document = httpx.get(docs_server.url + "/openapi.json").json()
     expected = [
@@ -144,6 +145,9 @@ def test_cheatsheet_shows_its_endpoints(
     links = browser.find_elements(By.CSS_SELECTOR, "nav a")
     assert len(links) == len(expected)
     screenshot("cheatsheet")
+    # The whole page too, for a person to read (Chromium's DevTools protocol: beyond the viewport).
+    shot = browser.execute_cdp_cmd("Page.captureScreenshot", {"captureBeyondViewport": True, "format": "png"})
+    (screenshot_dir / "cheatsheet-full.png").write_bytes(base64.b64decode(shot["data"]))
     links[-1].click()
     wait_for("the last section in view", lambda: browser.execute_script("return window.scrollY") > 0)
     screenshot("cheatsheet-last-section")
