@@ -324,6 +324,7 @@ TRANSACTION = Param("transaction", "The Transaction UID of the workitem, given w
 # --------------------------------------------------------------------------------------------
 
 BAD = {400: "Bad request: a malformed UID, query parameter or payload (the message says which)"}
+# A path segment with a "/" or a line break matches no route: 404 too.
 NOT_FOUND = {404: "No such resource"}
 NOT_ACCEPTABLE = {406: "None of the acceptable media types can be produced (the message lists what can)"}
 SEARCH_STATUSES = {200: "The matches (an empty list when nothing matches)", **BAD, **NOT_ACCEPTABLE}
@@ -357,14 +358,14 @@ def _search(level: Level) -> Callable[[Handlers], Handler]:
     return lambda h: h.wado.search(level)
 
 
-def _qido(name: str, summary: str, level: Level, keys: tuple[Param, ...]) -> Operation:
+def _qido(name: str, summary: str, level: Level, keys: tuple[Param, ...], *, scoped: bool = False) -> Operation:
     return Operation(
         "GET",
         name,
         summary,
         "PS3.18 §10.6",
         _search(level),
-        SEARCH_STATUSES,
+        {**SEARCH_STATUSES, **NOT_FOUND} if scoped else SEARCH_STATUSES,
         params=(*keys, *QIDO_CONTROL),
         response_types=LIST_TYPES,
     )
@@ -707,7 +708,11 @@ def _table() -> tuple[Resource, ...]:
         ),
         Resource(
             _S + "/series",
-            (_qido("SearchForStudySeries", "Search for the series of a study", Level.SERIES, SERIES_KEYS),),
+            (
+                _qido(
+                    "SearchForStudySeries", "Search for the series of a study", Level.SERIES, SERIES_KEYS, scoped=True
+                ),
+            ),
         ),
         Resource(
             _S + "/instances",
@@ -717,12 +722,21 @@ def _table() -> tuple[Resource, ...]:
                     "Search for the instances of a study",
                     Level.INSTANCE,
                     (*SERIES_KEYS, *INSTANCE_KEYS),
+                    scoped=True,
                 ),
             ),
         ),
         Resource(
             _R + "/instances",
-            (_qido("SearchForSeriesInstances", "Search for the instances of a series", Level.INSTANCE, INSTANCE_KEYS),),
+            (
+                _qido(
+                    "SearchForSeriesInstances",
+                    "Search for the instances of a series",
+                    Level.INSTANCE,
+                    INSTANCE_KEYS,
+                    scoped=True,
+                ),
+            ),
         ),
     ]
     for level, path in _LEVELS:
