@@ -44,6 +44,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         max_repair_bytes: largest instance that STOW-RS accepts without the Part 10 preamble and
             rewrites as a Part 10 file in memory (some clients, dicomweb-client among them, send
             such datasets).
+        stow_bulk_memory_bytes: how many bytes of bulk data parts one metadata + bulk data STOW-RS
+            request (``type="application/dicom+json"`` or ``+xml``) keeps in memory until its
+            instances are built; later parts spill to an anonymous temporary file (``TMPDIR``).
         thumbnail_size: the side of the square a thumbnail fits in when the request gives no
             ``viewport`` (PS3.18 §10.4.1.1.4 leaves the size to the server).
         thumbnail_cache_bytes: the most bytes of rendered thumbnails the default in-memory cache
@@ -93,6 +96,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     on_duplicate: Literal["keep", "replace", "reject"] = "keep"
     header_prefix_bytes: int = 4 << 20
     max_repair_bytes: int = 512 << 20
+    stow_bulk_memory_bytes: int = 64 << 20
     body_read_timeout: float = 60.0
     allow_delete: bool = False
     public_url: str | None = None

@@ -25,6 +25,7 @@ __all__ = ["StoreOutcome", "store_instances"]
 log = logging.getLogger("dicomweb_kit.stow")
 
 _DICOM = "application/dicom"
+_REQUEST_TYPES = frozenset({_DICOM, "application/dicom+json", "application/dicom+xml"})
 # Instances added to the index per transaction: one commit (and one fsync of the database) for
 # many instances, while a long body still becomes visible in steps.
 _GROUP_COMMIT = 32
@@ -161,10 +162,12 @@ def check_request_type(content_type: str | None) -> str:
             f'STOW-RS accepts multipart/related; type="application/dicom", not {media_type or content_type!r}'
         )
     part_type = params.get("type", _DICOM).lower()
-    if part_type.split(";")[0].strip() != _DICOM:
-        # PS3.18 §10.5.1.2 also defines metadata + bulk data bodies (application/dicom+json or
-        # +xml parts); we accept Part 10 instances only and say so.
-        raise UnsupportedMediaType(f'STOW-RS here accepts type="application/dicom" parts only, not {part_type!r}')
+    if part_type.split(";")[0].strip() not in _REQUEST_TYPES:
+        # PS3.18 §10.5.1.2: Part 10 instances, or metadata (JSON, XML) + bulk data.
+        raise UnsupportedMediaType(
+            'STOW-RS accepts type="application/dicom", "application/dicom+json" or "application/dicom+xml"'
+            f" parts, not {part_type!r}"
+        )
     boundary = params.get("boundary")
     if not boundary:
         raise MalformedMultipart("the multipart/related Content-Type has no boundary parameter")
@@ -187,6 +190,11 @@ async def store_instances(
     408); after, the stored instances are kept and reported.
     """
     boundary = check_request_type(content_type)
+    root_type = parse_media_type(content_type or "")[1].get("type", _DICOM).split(";")[0].strip().lower()
+    if root_type != _DICOM:
+        from .stow_metadata import store_metadata_instances  # it builds on this module's StoreOutcome
+
+        return await store_metadata_instances(kit, body, boundary, root_type, study=study)
     settings = kit.settings
     limits = MultipartLimits(
         max_header_bytes=settings.max_part_header_bytes,

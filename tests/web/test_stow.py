@@ -102,7 +102,8 @@ async def test_a_non_dicom_part_type_fails_that_part(client: httpx.AsyncClient) 
     [
         ("application/dicom", 415),
         ("multipart/form-data; boundary=x", 415),
-        ('multipart/related; type="application/dicom+json"; boundary=x', 415),
+        ('multipart/related; type="application/json"; boundary=x', 415),
+        ('multipart/related; type="application/dicom+json"; boundary=x', 400),  # metadata + bulk data, malformed
         ('multipart/related; type="application/dicom"', 400),
         (None, 415),
     ],
