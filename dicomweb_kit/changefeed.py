@@ -40,6 +40,7 @@ __all__ = [
     "MemoryChangeFeed",
     "State",
     "follow",
+    "follow_with_idle",
     "modality_of",
     "notify",
     "state_of",
@@ -247,6 +248,22 @@ async def follow(
     is either read or announced. Each wake-up (or ``poll_interval``, in case a notification was
     lost) re-reads the feed from the last sequence yielded.
     """
+    async for entry in follow_with_idle(feed, kit, after=after, filter=filter, poll_interval=poll_interval):
+        if entry is not None:
+            yield entry
+
+
+async def follow_with_idle(
+    feed: ChangeFeed,
+    kit: DicomWeb,
+    /,
+    *,
+    after: int = 0,
+    filter: ChangeFilter | None = None,
+    poll_interval: float = 5.0,
+) -> AsyncIterator[ChangeEntry | None]:
+    """:func:`follow`, also yielding ``None`` after each ``poll_interval`` without news (a
+    stream's chance to send a keep-alive)."""
     cursor = after
     async with kit.events.subscribe(TOPIC) as wakeups:
         while True:
@@ -256,8 +273,12 @@ async def follow(
                 yield entry
             if len(batch) == _READ_BATCH:
                 continue
+            woken = False
             with anyio.move_on_after(poll_interval):
                 try:
                     await anext(wakeups)
                 except StopAsyncIteration:
                     return
+                woken = True
+            if not woken:
+                yield None

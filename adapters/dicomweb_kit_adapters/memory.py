@@ -92,7 +92,7 @@ class MemoryIndex:
         self._feed = MemoryChangeFeed()  # appended in the same step as each change
 
     async def add(self, record: InstanceRecord, /, *, on_existing: Literal["keep", "replace"]) -> AddOutcome:
-        return self._add(record, on_existing)
+        return (await self.add_many([record], on_existing=on_existing))[0]
 
     def _add(self, record: InstanceRecord, on_existing: Literal["keep", "replace"]) -> AddOutcome:
         previous = None
@@ -105,14 +105,24 @@ class MemoryIndex:
         series = self._tree.setdefault(record.study_uid, {}).setdefault(record.series_uid, {})
         series[record.instance_uid] = _Entry(record, next(self._clock))
         self._where[record.instance_uid] = (record.study_uid, record.series_uid)
-        self._feed.stored(record, replaced=previous is not None)
         return AddOutcome(stored=True, previous=previous)
 
     async def add_many(
         self, records: Sequence[InstanceRecord], /, *, on_existing: Literal["keep", "replace"]
     ) -> list[AddOutcome]:
         # No await between the adds: other tasks see all of them or none.
-        return [self._add(record, on_existing) for record in records]
+        existed = {record.instance_uid for record in records if record.instance_uid in self._where}
+        outcomes = [self._add(record, on_existing) for record in records]
+        # The change feed, as SqlIndex writes it: one entry per instance the batch left stored
+        # (a record replaced within the batch was never visible), in order of the last write.
+        final: dict[str, InstanceRecord] = {}
+        for record, outcome in zip(records, outcomes, strict=True):
+            if outcome.stored:
+                final.pop(record.instance_uid, None)
+                final[record.instance_uid] = record
+        for uid, stored in final.items():
+            self._feed.stored(stored, replaced=uid in existed)
+        return outcomes
 
     async def get(self, key: ResourceKey, /) -> InstanceRecord | None:
         for entry in self._entries(key):

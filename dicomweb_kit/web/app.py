@@ -17,6 +17,8 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from .capabilities import capabilities_response
+from .changefeed import SSE_PATH as CHANGEFEED_SSE_PATH
+from .changefeed import WS_PATH as CHANGEFEED_WS_PATH
 from .cross_origin import cross_origin
 from .error_handlers import EXCEPTION_HANDLERS, error_response
 from .openapi import openapi_response
@@ -48,6 +50,10 @@ def create_app(kit: DicomWeb) -> ASGIApp:
     routes += page_routes(kit)  # {root}/docs (ReDoc) and {root}/cheatsheet, for people
     # The UPS notification channel, a WebSocket (PS3.18 §8.10.4).
     channels: list[BaseRoute] = [WebSocketRoute(CHANNEL_PATH, handlers.events.channel)]
+    # The instance change feed's live channels (web/changefeed.py): endless streams, so neither in
+    # the WADL nor in OpenAPI.
+    channels.append(Route(CHANGEFEED_SSE_PATH, handlers.changefeed.events, methods=["GET"]))
+    channels.append(WebSocketRoute(CHANGEFEED_WS_PATH, handlers.changefeed.channel))
     app = Starlette(routes=[*routes, *channels], exception_handlers=EXCEPTION_HANDLERS)
     app.state.public_url = kit.settings.public_url  # see web.endpoints.service_url
     app.state.kit = kit  # see web.openapi.openapi_response

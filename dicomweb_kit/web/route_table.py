@@ -26,6 +26,7 @@ from ..media_types import DEFLATED_EXPLICIT_VR_LE, EXPLICIT_VR_LE, TRANSFER_SYNT
 from ..pixels.encode import image_media_types, video_media_types
 from ..resources import Level
 from .bulkdata import BulkDataEndpoints
+from .changefeed import ChangeFeedEndpoints
 from .endpoints import Endpoints
 from .frames import FrameEndpoints
 from .rendered import RenderedEndpoints
@@ -65,6 +66,7 @@ class Handlers:
         self.bulk = BulkDataEndpoints(kit)
         self.ups = WorkitemEndpoints(kit)
         self.events = UpsEventEndpoints(kit)
+        self.changefeed = ChangeFeedEndpoints(kit)
 
 
 @dataclass(frozen=True)
@@ -682,6 +684,46 @@ def _ups_resources() -> list[Resource]:
     ]
 
 
+# The instance change feed (web/changefeed.py): not PS3.18, as Microsoft's change feed. Its live
+# streams (Server-Sent Events, WebSocket) are channels like the UPS one, routed in web/app.py.
+HAS_CHANGEFEED = Condition("an index that keeps a change feed (memory, SQL)", lambda kit: kit.changefeed is not None)
+CHANGEFEED_FILTERS = (
+    Param("StudyInstanceUID", "Only changes of this study"),
+    Param("SeriesInstanceUID", "Only changes of this series"),
+    Param("Modality", "Only changes of instances of this modality"),
+)
+
+
+def _changefeed_resources() -> list[Resource]:
+    def get(name: str, summary: str, handler: Callable[[Handlers], Handler], *params: Param, media: str) -> Operation:
+        section = "not PS3.18 (as Microsoft's change feed)"
+        statuses = {200: summary, **BAD, **NOT_FOUND}
+        return Operation(
+            "GET", name, summary, section, handler, statuses, params, response_types=(media,), condition=HAS_CHANGEFEED
+        )
+
+    return [
+        Resource(
+            "/changefeed",
+            (
+                get(
+                    "ReadChangeFeed",
+                    "Instance changes after a sequence number, oldest first",
+                    lambda h: h.changefeed.entries,
+                    Param("offset", "Return entries with a Sequence above this", "integer", minimum=0),
+                    Param("limit", "The most entries to return (default 100)", "integer", minimum=1, maximum=1000),
+                    *CHANGEFEED_FILTERS,
+                    media="application/json",
+                ),
+            ),
+        ),
+        Resource(
+            "/changefeed/latest",
+            (get("ReadLatestChange", "The newest change", lambda h: h.changefeed.latest, media="application/json"),),
+        ),
+    ]
+
+
 def _table() -> tuple[Resource, ...]:
     resources = [
         Resource(
@@ -743,6 +785,7 @@ def _table() -> tuple[Resource, ...]:
         resources += _level_resources(level, path)
     resources += _frame_resources()
     resources += _ups_resources()
+    resources += _changefeed_resources()
     return tuple(resources)
 
 
