@@ -7,17 +7,18 @@ PostgreSQL and MariaDB as in ``test_sql.py``: skipped without a server, failed u
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
-from dicomweb_kit_adapters.memory import MemoryIndex
-from dicomweb_kit_adapters.sql import SqlIndex
-from test_sql import ENGINES
+from dicomweb_kit_adapters.memory import MemoryBlobStore, MemoryIndex
+from dicomweb_kit_adapters.sql import PostgresEventBus, SqlIndex
+from test_sql import ENGINES, POSTGRES_URL, _admin, _check
 
-from dicomweb_kit import ChangeEntry, ChangeFeed, ChangeFilter, InstanceRecord, ResourceKey
+from dicomweb_kit import ChangeEntry, ChangeFeed, ChangeFilter, DicomWeb, InstanceRecord, ResourceKey, changefeed
 from dicomweb_kit.testing import make_dataset, make_record
 
 pytestmark = pytest.mark.anyio
@@ -133,3 +134,42 @@ async def test_concurrent_writers_never_show_a_gap(index: Index) -> None:
                     tasks.start_soon(write, n)
             done.set()
     assert seen == list(range(1, writers * per_writer * 2 + 1))
+
+
+async def test_followers_in_another_worker_on_postgresql() -> None:
+    """Two kits on one PostgreSQL database, each with its own pool and LISTEN/NOTIFY bus (two
+    workers): a store through one reaches the other's follower at once, after its replay."""
+    await _check("PostgreSQL", POSTGRES_URL)
+    schema = f"dwk_{uuid.uuid4().hex[:12]}"
+    await _admin(POSTGRES_URL, f'CREATE SCHEMA "{schema}"')
+    try:
+        kits = [
+            DicomWeb(
+                blobs=MemoryBlobStore(),
+                index=SqlIndex(POSTGRES_URL, schema=schema),
+                events=PostgresEventBus(POSTGRES_URL, schema=schema),
+            )
+            for _ in range(2)
+        ]
+        async with kits[0] as writer, kits[1] as reader:
+            before = record()
+            await writer.index.add_many([before], on_existing="keep")
+            got: list[str] = []
+            with anyio.fail_after(10):
+                async with anyio.create_task_group() as tasks:
+
+                    async def follow() -> None:
+                        # poll_interval far beyond the timeout: only the bus can wake it in time.
+                        async for change in reader.changes(after=0, poll_interval=60):
+                            got.append(change.instance_uid)
+                            if len(got) == 3:
+                                return
+
+                    tasks.start_soon(follow)
+                    await anyio.sleep(0.3)
+                    late = [record(), record()]
+                    await writer.index.add_many(late, on_existing="keep")
+                    await changefeed.notify(writer)
+            assert got == [before.instance_uid, *(r.instance_uid for r in late)]
+    finally:
+        await _admin(POSTGRES_URL, f'DROP SCHEMA "{schema}" CASCADE')
