@@ -183,9 +183,11 @@ def _jpeg_info(head: bytes) -> ImageInfo | None:
     precision, rows, columns, components = struct.unpack_from(">BHHB", sof)
     photometric = "MONOCHROME2" if components == 1 else None
     if components == 3:
-        adobe = next((body for m, body in segments if m == 0xEE and body[:5] == b"Adobe"), None)
-        if marker in _SOF_LOSSLESS or marker == 0xF7 or (adobe is not None and adobe[11] == 0):
-            photometric = "RGB"  # lossless JPEG and JPEG-LS keep RGB; Adobe transform 0 is RGB too
+        adobe = next((body for m, body in segments if m == 0xEE and body[:5] == b"Adobe" and len(body) >= 12), None)
+        ids = bytes(sof[6 + 3 * i] for i in range(3))
+        if marker in _SOF_LOSSLESS or marker == 0xF7 or (adobe is not None and adobe[11] == 0) or ids == b"RGB":
+            # Lossless JPEG and JPEG-LS keep RGB; so do Adobe's transform 0 and libjpeg's "RGB" ids.
+            photometric = "RGB"
         else:
             # Lossy JPEG colour is YCbCr (JFIF); subsampled chroma is YBR_FULL_422 (PS3.5 §8.2.1).
             sampling = {sof[6 + 3 * i + 1] for i in range(3)}
