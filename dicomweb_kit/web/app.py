@@ -94,6 +94,8 @@ class ResourceRoute(Route):
             condition = self.off.get(method)
             if condition is not None:
                 message += f". {method} is served only with {condition.description}"
+            elif self.target == "/":
+                message += ". OPTIONS gives the Capabilities (WADL, PS3.18 §8.9); OpenAPI is at ./openapi.json"
             await error_response(405, message, {"Allow": self.allow})(scope, receive, send)
             return
         await super().handle(scope, receive, send)

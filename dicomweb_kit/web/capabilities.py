@@ -18,7 +18,11 @@ Choices:
 * Path segments without methods of their own (``frames``) are folded into their only child's
   path (``frames/{frames}``), as Table H-1 writes them.
 * Media types: WADL (``application/vnd.sun.wadl+xml``) only; ``application/xml`` and ``*/*``
-  also get it. Anything else is 406.
+  also get it. Anything else is 406 (the 2014-2017 editions also listed ``application/json``,
+  with no defined shape: the 406 message points at ``{root}/openapi.json`` instead).
+* PS3.18 defines no GET form of this transaction (§8.9.1: ``OPTIONS SP / SP version``), so GET
+  on the service root is 405 with ``Allow: OPTIONS``, and its message says where the
+  descriptions are.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from xml.etree import ElementTree as ET
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ..errors import NotAcceptable
 from ..media_types import Offer, negotiate
 from .endpoints import service_url
 from .route_table import PATH_PARAMS, WADL_TYPE, Operation, Resource, path_params, served, uri_template
@@ -142,6 +147,11 @@ def _method(parent: ET.Element, operation: Operation) -> None:
 
 def capabilities_response(request: Request, kit: DicomWeb, target: str, allow: str) -> Response:
     """The answer to ``OPTIONS`` on ``target``: its WADL, with ``Allow``."""
-    choice = negotiate(request.headers.get("accept"), _OFFERS)
+    try:
+        choice = negotiate(request.headers.get("accept"), _OFFERS)
+    except NotAcceptable as exc:
+        # 2014-2017 editions also named application/json; its shape was never defined. Point at
+        # the JSON description we do have.
+        raise NotAcceptable(f"{exc.message} (a JSON description is at {service_url(request)}/openapi.json)") from None
     body = wadl_document(kit, service_url(request), target=target)
     return Response(body, media_type=choice.offer.media_type, headers={"Allow": allow})

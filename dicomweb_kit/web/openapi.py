@@ -7,6 +7,7 @@ as the Capabilities WADL does (PS3.18 §8.9), in a form API tools read.
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
@@ -63,6 +64,7 @@ def openapi_document(kit: DicomWeb, base_url: str, /) -> dict[str, Any]:
         "/": {
             "options": {
                 "operationId": "RetrieveCapabilities",
+                **_external_docs("PS3.18 §8.9"),
                 "summary": "The Capabilities Description of the service, a WADL document",
                 "description": (
                     "PS3.18 §8.9, Annex H. OPTIONS on any resource describes that resource and its children."
@@ -121,6 +123,7 @@ def _operation(resource: Resource, operation: Operation) -> dict[str, Any]:
         description.append(f"Served only with {operation.condition.description}.")
     found: dict[str, Any] = {
         "operationId": operation.name,
+        **_external_docs(operation.section),
         "summary": operation.summary,
         "description": " ".join(description),
         "tags": [service_name(operation)],
@@ -134,6 +137,18 @@ def _operation(resource: Resource, operation: Operation) -> dict[str, Any]:
             "content": {media_type: {"schema": _body_schema(media_type)} for media_type in operation.requests()},
         }
     return found
+
+
+_SECTION = re.compile(r"PS3\.18 §(\d+\.\d+)")
+
+
+def _external_docs(section: str) -> dict[str, Any]:
+    """A link to the PS3.18 section (its chapter-and-section page: deeper ones are not all pages)."""
+    found = _SECTION.match(section)
+    if found is None:
+        return {}
+    url = f"https://dicom.nema.org/medical/dicom/current/output/chtml/part18/sect_{found.group(1)}.html"
+    return {"externalDocs": {"description": section, "url": url}}
 
 
 def _path_param(name: str) -> dict[str, Any]:
@@ -179,11 +194,13 @@ def _response(operation: Operation, status: int, text: str) -> dict[str, Any]:
 
 
 def _schema(operation: Operation, media_type: str) -> dict[str, Any]:
-    if media_type.split(";")[0] in ("application/dicom+json", "application/json"):
+    base = media_type.split(";")[0]
+    dicom = "application/dicom+json" in (m.split(";")[0] for m in operation.responses())
+    if dicom and base in ("application/dicom+json", "application/json"):  # application/json as its alias
         if operation.name.startswith("Store"):  # PS3.18 §10.5.3: one response dataset
             return {"$ref": "#/components/schemas/Dataset"}
         return _DATASETS
-    return {"type": "string"}
+    return {} if base.endswith("json") else {"type": "string"}
 
 
 def _body_schema(media_type: str) -> dict[str, Any]:
