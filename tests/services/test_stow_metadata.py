@@ -17,6 +17,7 @@ from pydicom.uid import generate_uid
 from dicomweb_kit import DicomWeb, ResourceKey, Settings
 from dicomweb_kit.codecs import dicom_json
 from dicomweb_kit.codecs.dicom_xml import json_dict_to_xml
+from dicomweb_kit.errors import MalformedMultipart
 from dicomweb_kit.services.stow import StoreOutcome, store_instances
 from dicomweb_kit.testing import make_dataset
 
@@ -305,3 +306,44 @@ async def test_duplicates_follow_the_policy(make_kit: Callable[..., DicomWeb]) -
         assert (await stow(kit, data)).http_status == 200
         again = await stow(kit, data)
     assert again.http_status == 409 and again.failed[0].failure_reason == 0x0111
+
+
+async def test_mp4_becomes_a_video_instance(kit: DicomWeb) -> None:
+    av = pytest.importorskip("av")
+    video = io.BytesIO()
+    with av.open(video, mode="w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for i in range(5):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), i * 40, np.uint8), format="rgb24")
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    mp4 = video.getvalue()
+    meta = image_metadata(
+        "1.2.840.10008.5.1.4.1.1.77.1.4.1", Rows=48, Columns=64, NumberOfFrames=5, SamplesPerPixel=3,
+        PhotometricInterpretation="YBR_PARTIAL_420", BitsAllocated=8, BitsStored=8, HighBit=7, PixelRepresentation=0,
+        PlanarConfiguration=0,
+    )  # fmt: skip
+    meta["7FE00010"] = {"vr": "OB", "BulkDataURI": "clip.mp4"}
+    outcome = await stow(kit, body(json_part(meta), bulk("clip.mp4", mp4, "video/mp4")))
+    assert outcome.stored, outcome.failed and outcome.failed[0].message
+    stored = await stored_file(kit, meta)
+    assert stored.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.102"  # Table 8.7.3-5's video/mp4 default
+    assert parse_basic_offsets(stored.PixelData) == []  # video frames are not fragments: no offsets
+    [fragment] = generate_frames(stored.PixelData, number_of_frames=1)
+    assert fragment[: len(mp4)] == mp4
+
+
+async def test_a_body_that_breaks_off_stores_nothing(kit: DicomWeb) -> None:
+    ds = make_dataset()
+    data = body(json_part(metadata_of(ds, PixelData="p")), bulk("p", ds.PixelData))
+    with pytest.raises(MalformedMultipart):
+        await stow(kit, data[:-40])
+    assert [key async for key in kit.blobs.iter_keys()] == []
+
+
+async def test_an_instance_over_max_part_bytes_is_a700(make_kit: Callable[..., DicomWeb]) -> None:
+    ds = make_dataset(rows=64, columns=64)
+    async with make_kit(Settings(max_part_bytes=4096)) as kit:
+        outcome = await stow(kit, body(json_part(metadata_of(ds, PixelData="p")), bulk("p", ds.PixelData)))
+    assert outcome.failed[0].failure_reason == 0xA700
