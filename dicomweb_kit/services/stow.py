@@ -133,6 +133,12 @@ def _failed_item(failure: InstanceRejected) -> dict[str, Any]:
         "00081155": _ui(failure.sop_instance_uid),
         "00081197": {"vr": "US", "Value": [failure.failure_reason]},
     }
+    if failure.message:
+        # Why, in words (e.g. a before-store hook's reason): Error Comment (0000,0902, LO) in a
+        # Failed Attributes Sequence (0074,1048) item, as Microsoft's STOW-RS response has it;
+        # PS3.18 §10.5.3 lets the response describe failures beyond the Failure Reason.
+        comment = "".join(c if c.isprintable() and c != "\\" else " " for c in failure.message)[:64].strip()
+        item["00741048"] = {"vr": "SQ", "Value": [{"00000902": {"vr": "LO", "Value": [comment]}}]}
     return item
 
 
