@@ -118,7 +118,8 @@ def _resource(parent: ET.Element, path: str, node: _Node) -> None:
 def _method(parent: ET.Element, operation: Operation) -> None:
     method = ET.SubElement(parent, _q("method"), {"name": operation.method, "id": operation.name})
     doc = ET.SubElement(method, _q("doc"), {"title": operation.summary})
-    doc.text = operation.section + (f"; served with {operation.condition.description}" if operation.condition else "")
+    served = f"; served with {operation.condition.description}." if operation.condition else "."
+    doc.text = " ".join([operation.section + served, *([operation.notes] if operation.notes else [])])
     request = ET.SubElement(method, _q("request"))
     for param in operation.params:
         attrs = {"name": param.name, "style": param.style, "type": _XSD_TYPES[param.type]}

@@ -119,6 +119,8 @@ def _version() -> str:
 
 def _operation(resource: Resource, operation: Operation) -> dict[str, Any]:
     description = [f"{operation.section}."]
+    if operation.notes:
+        description.append(operation.notes)
     if operation.condition is not None:
         description.append(f"Served only with {operation.condition.description}.")
     found: dict[str, Any] = {

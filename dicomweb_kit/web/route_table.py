@@ -105,6 +105,8 @@ class Operation:
     request_types: MediaTypes = ()
     response_types: MediaTypes = ()
     condition: Condition | None = None
+    #: More for people (OpenAPI description, WADL doc), beyond the summary.
+    notes: str = ""
     #: Statuses whose body is in ``response_types``; by default the 2xx ones but 204. Error
     #: statuses always have a text/plain body (``web/error_handlers.py``).
     payload_statuses: frozenset[int] | None = None
@@ -192,7 +194,8 @@ JSON_TYPES = (DICOM_JSON, "application/json")
 LIST_TYPES = (*JSON_TYPES, f'multipart/related; type="{DICOM_XML}"')
 ONE_TYPES = (*JSON_TYPES, DICOM_XML)
 DATASET_BODY = (DICOM_JSON, "application/json", DICOM_XML)
-STOW_BODY = ('multipart/related; type="application/dicom"',)
+# PS3.18 §10.5.1.2: Part 10 instances, or metadata (DICOM JSON or XML) with its bulk data parts.
+STOW_BODY = tuple(f'multipart/related; type="{kind}"' for kind in ("application/dicom", DICOM_JSON, DICOM_XML))
 ZIP = "application/zip"
 
 
@@ -338,7 +341,7 @@ STOW_STATUSES = {
     408: "The request body stalled",
     409: "No instance was stored (each failure is in the response dataset)",
     413: "The body or an instance is larger than the server accepts",
-    415: 'The Content-Type is not multipart/related; type="application/dicom"',
+    415: "The Content-Type is not multipart/related of DICOM instances or of DICOM JSON/XML metadata",
     **NOT_ACCEPTABLE,
 }
 UPS_BODY_STATUSES = {
@@ -360,6 +363,13 @@ def _search(level: Level) -> Callable[[Handlers], Handler]:
     return lambda h: h.wado.search(level)
 
 
+QIDO_NOTES = (
+    "Match keys: any attribute keyword or 8-digit tag, not only those listed (PS3.18 §8.3.4.1); "
+    "a dotted path (Sequence.Keyword) is Sequence Matching. Results carry the attributes of PS3.18 "
+    "§10.6.3.3 for the level, and a Warning header when `limit` cut them short."
+)
+
+
 def _qido(name: str, summary: str, level: Level, keys: tuple[Param, ...], *, scoped: bool = False) -> Operation:
     return Operation(
         "GET",
@@ -370,6 +380,7 @@ def _qido(name: str, summary: str, level: Level, keys: tuple[Param, ...], *, sco
         {**SEARCH_STATUSES, **NOT_FOUND} if scoped else SEARCH_STATUSES,
         params=(*keys, *QIDO_CONTROL),
         response_types=LIST_TYPES,
+        notes=QIDO_NOTES,
     )
 
 
@@ -404,6 +415,11 @@ def _level_resources(level: str, path: str) -> list[Resource]:
                     RETRIEVE_STATUSES,
                     params=(ACCEPT, DICOMDIR),
                     response_types=retrieve_types,
+                    notes=(
+                        "Accept: application/zip (or ?accept=application/zip) downloads a zip of the files; "
+                        "add ?dicomdir=true for a DICOM File-set. A transfer-syntax parameter transcodes; "
+                        "transfer-syntax=* sends each instance as stored."
+                    ),
                 ),
                 *((_stow("StoreStudyInstances", "Store instances into this study"),) if level == "Study" else ()),
                 Operation(

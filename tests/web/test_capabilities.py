@@ -182,7 +182,11 @@ async def test_the_wadl_describes_parameters_media_types_and_statuses(client: ht
     assert {"200", "400", "406"} <= statuses
     [store] = [m for m in root.iter(f"{W}method") if m.get("id") == "StoreInstances"]
     request_types = {rep.get("mediaType") for rep in store.find(f"{W}request").findall(f"{W}representation")}  # type: ignore[union-attr]
-    assert request_types == {'multipart/related; type="application/dicom"'}
+    assert request_types == {
+        'multipart/related; type="application/dicom"',
+        'multipart/related; type="application/dicom+json"',
+        'multipart/related; type="application/dicom+xml"',
+    }
 
 
 async def test_rendered_media_types_follow_the_installed_encoders(client: httpx.AsyncClient) -> None:
