@@ -158,8 +158,8 @@ async def test_rejection_goes_to_failed_sop_sequence_and_nothing_is_kept(kit_cli
         assert failed["00081155"]["Value"] == [bad.SOPInstanceUID]
         assert failed["00081197"]["Value"] == [0xA900]
         assert failed["00741048"]["Value"][0]["00000902"]["Value"] == ["Patient ID is required here"]
-        body, headers = multipart(part10_bytes(bad))
-        as_xml = await client.post("/studies", content=body, headers={**headers, "Accept": "application/dicom+xml"})
+        again, headers = multipart(part10_bytes(bad))
+        as_xml = await client.post("/studies", content=again, headers={**headers, "Accept": "application/dicom+xml"})
         assert as_xml.status_code == 409
         assert b"Patient ID is required here" in as_xml.content
         assert [i["00081155"]["Value"][0] for i in body["00081199"]["Value"]] == [good.SOPInstanceUID]

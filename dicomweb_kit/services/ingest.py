@@ -299,7 +299,12 @@ async def _screen_one(kit: DicomWeb, item: PreparedInstance) -> PreparedInstance
             message, failure_reason=reason, sop_class_uid=record.sop_class_uid, sop_instance_uid=record.instance_uid
         )
 
-    dataset = copy.deepcopy(item.header.dataset)
+    source = item.header.dataset
+    if getattr(source, "buffer", None) is not None:
+        # The kept prefix it was parsed from: nothing is read from it later (no deferred
+        # values), and pydicom warns that it cannot be deep-copied.
+        source.buffer = None
+    dataset = copy.deepcopy(source)
     try:
         decision = await kit.before_store(IncomingInstance(dataset, record))
     except Exception as exc:
