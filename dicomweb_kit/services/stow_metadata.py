@@ -97,7 +97,8 @@ class _BulkSpool:
 
     @property
     def parts(self) -> list[_SpooledPart]:
-        return [p for parts in self._parts.values() for p in parts]
+        """Every part once (one with both a Content-Location and a Content-ID is listed under both)."""
+        return list({id(p): p for parts in self._parts.values() for p in parts}.values())
 
     async def add(self, part: Part, media_type: str, params: Mapping[str, str]) -> None:
         names = _names(part)

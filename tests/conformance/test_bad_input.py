@@ -55,7 +55,9 @@ CASES: list[tuple[str, str, dict[str, str], bytes, int]] = [
     ("POST", "/studies", {"Content-Type": "application/json"}, b"{}", 415),
     ("POST", "/studies", {"Content-Type": "text/plain"}, b"hello", 415),
     ("POST", "/studies", {}, b"", 415),
-    ("POST", "/studies", {"Content-Type": 'multipart/related; type="application/dicom+xml"; boundary=b'}, b"", 415),
+    ("POST", "/studies", {"Content-Type": 'multipart/related; type="application/json"; boundary=b'}, b"", 415),
+    # metadata + bulk data (PS3.18 §10.5.1.2) is accepted: an empty one is a malformed body
+    ("POST", "/studies", {"Content-Type": 'multipart/related; type="application/dicom+xml"; boundary=b'}, b"", 400),
     # truncated and garbage multipart bodies
     ("POST", "/studies", {"Content-Type": DICOM_CT}, b"", 400),
     ("POST", "/studies", {"Content-Type": DICOM_CT}, b"--b--", 400),
