@@ -111,8 +111,11 @@ async def test_coercion_is_reported_and_stored_in_blob_metadata_and_index(kit_cl
         assert ds.PixelData in frame.content
 
 
-async def test_coercion_of_an_encapsulated_pydicom_file(kit_client: KitClient) -> None:
-    path = PYDICOM_TEST_FILES / "JPEG2000.dcm"
+@pytest.mark.parametrize(
+    "name", ["JPEG2000.dcm", "SC_rgb_rle_2frame.dcm", "MR_small_implicit.dcm", "MR_small_bigendian.dcm", "CT_small.dcm"]
+)
+async def test_coercion_keeps_each_transfer_syntax_and_the_pixels(kit_client: KitClient, name: str) -> None:
+    path = PYDICOM_TEST_FILES / name
     original = pydicom.dcmread(path)
     async with kit_client(before_store=fix_issuer) as (_kit, client):
         r = await stow(client, path.read_bytes())
@@ -121,8 +124,25 @@ async def test_coercion_of_an_encapsulated_pydicom_file(kit_client: KitClient) -
         got = await client.get(instance_path(original), headers=as_stored)
         stored = parse_single_part(got)
         assert stored.IssuerOfPatientID == "HOSP-A"
-        assert stored.file_meta.TransferSyntaxUID == original.file_meta.TransferSyntaxUID
-        assert stored.PixelData == original.PixelData  # the compressed fragments, byte for byte
+        assert stored.PatientName == original.PatientName
+        if original.file_meta.TransferSyntaxUID in ("1.2.840.10008.1.2", "1.2.840.10008.1.2.2"):
+            # Implicit VR and Big Endian go out as Explicit VR Little Endian (PS3.18 §8.7.3.5).
+            assert (stored.pixel_array == original.pixel_array).all()
+        else:
+            assert stored.file_meta.TransferSyntaxUID == original.file_meta.TransferSyntaxUID
+            assert stored.PixelData == original.PixelData  # the same bytes (fragments), copied as they were
+        frame = await client.get(instance_path(original) + "/frames/1", headers={"Accept": "*/*"})
+        assert frame.status_code == 200
+
+
+async def test_a_deflated_instance_cannot_be_coerced(kit_client: KitClient) -> None:
+    async with kit_client(before_store=fix_issuer) as (kit, client):
+        r = await stow(client, (PYDICOM_TEST_FILES / "image_dfl.dcm").read_bytes())
+        assert r.status_code == 409
+        [failed] = r.json()["00081198"]["Value"]
+        assert failed["00081197"]["Value"] == [0x0110]
+        assert "Deflated" in failed["00741048"]["Value"][0]["00000902"]["Value"][0]
+        assert [key async for key in kit.blobs.iter_keys()] == []
 
 
 async def test_an_accepted_instance_is_stored_unchanged(kit_client: KitClient) -> None:

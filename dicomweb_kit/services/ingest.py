@@ -317,7 +317,7 @@ async def _screen_one(kit: DicomWeb, item: PreparedInstance) -> PreparedInstance
     try:
         coerced = await _coerce(kit, item, decision)
     except (ValueError, TypeError, OverflowError) as exc:
-        return rejected(f"the before-store hook's coercion failed: {exc}", status_codes.PROCESSING_FAILURE)
+        return rejected(f"coercion failed: {exc}", status_codes.PROCESSING_FAILURE)
     return PreparedInstance(coerced, status_codes.COERCION_OF_DATA_ELEMENTS)
 
 
@@ -335,7 +335,7 @@ async def _coerce(kit: DicomWeb, item: PreparedInstance, coerce: Coerce) -> Inst
     assert header is not None
     if UID(header.transfer_syntax_uid).is_deflated:
         # The whole dataset is one deflate stream: its pixels cannot be copied apart from the header.
-        raise ValueError("attributes of a Deflated Explicit VR Little Endian instance cannot be coerced")
+        raise ValueError("a Deflated transfer syntax instance cannot be coerced")
     dataset = copy.deepcopy(header.dataset)
     apply_coercion(dataset, coerce)
     head = await anyio.to_thread.run_sync(_write_header, dataset)
