@@ -26,6 +26,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
 from typing import IO, TYPE_CHECKING, Any, Final
 
 import anyio
+import msgspec
 
 from .. import status_codes
 from ..codecs import dicom_json
@@ -292,8 +293,9 @@ async def _prepare(kit: DicomWeb, metadata: Any, spool: _BulkSpool, expected_stu
     if not assembled.coerced:
         return prepared
     log.info("STOW-RS %s: coerced %s", sop_instance, "; ".join(assembled.coerced))
-    # PS3.18 Table I.2-1: we added or changed attributes the client sent.
-    return PreparedInstance(prepared.record, status_codes.COERCION_OF_DATA_ELEMENTS)
+    # PS3.18 Table I.2-1: we added or changed attributes the client sent. (replace keeps the
+    # other fields, e.g. the header the before-store hook reads.)
+    return msgspec.structs.replace(prepared, warning_reason=status_codes.COERCION_OF_DATA_ELEMENTS)
 
 
 def _assemble(metadata: Mapping[str, Any], spool: _BulkSpool, limit: int) -> AssembledInstance:

@@ -347,3 +347,26 @@ async def test_an_instance_over_max_part_bytes_is_a700(make_kit: Callable[..., D
     async with make_kit(Settings(max_part_bytes=4096)) as kit:
         outcome = await stow(kit, body(json_part(metadata_of(ds, PixelData="p")), bulk("p", ds.PixelData)))
     assert outcome.failed[0].failure_reason == 0xA700
+
+
+async def test_the_before_store_hook_sees_and_coerces_them(make_kit: Callable[..., DicomWeb]) -> None:
+    from dicomweb_kit.hooks import Coerce, IncomingInstance
+
+    seen: list[str] = []
+
+    async def hook(incoming: IncomingInstance) -> Coerce:
+        seen.append(str(incoming.dataset.file_meta.TransferSyntaxUID))
+        return Coerce({"IssuerOfPatientID": "HOSPITAL"})
+
+    jpeg = encoded(grey(), "JPEG")
+    meta = image_metadata()
+    meta["7FE00010"] = {"vr": "OB", "BulkDataURI": "jpeg"}
+    kit = make_kit()
+    kit.before_store = hook
+    async with kit:
+        outcome = await stow(kit, body(json_part(meta), bulk("jpeg", jpeg, "image/jpeg")))
+        assert outcome.stored[0].warning_reason == 0xB000
+        stored = await stored_file(kit, meta)
+    assert seen == [pydicom.uid.JPEGBaseline8Bit]
+    assert stored.IssuerOfPatientID == "HOSPITAL"
+    assert np.array_equal(stored.pixel_array, np.asarray(Image.open(io.BytesIO(jpeg))))
