@@ -129,10 +129,10 @@ def assemble(metadata: Mapping[str, Any], lookup: Lookup, /, *, max_loaded_bytes
     for key, attr in metadata.items():
         if key.startswith("0002"):
             continue  # File Meta Information is ours to write (PS3.10 §7.1)
-        if isinstance(attr, Mapping) and "BulkDataURI" in attr:
+        if isinstance(attr, Mapping) and "BulkDataURI" in attr and _is_tag(key):
             uri = _uri(key, attr["BulkDataURI"])
             vr = str(attr.get("vr"))
-            tag = int(key, 16) if _is_tag(key) else -1
+            tag = int(key, 16)
             if tag == _PIXEL_DATA:
                 pixel = (vr, _parts(lookup, uri, key))
                 continue

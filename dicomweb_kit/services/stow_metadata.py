@@ -50,6 +50,7 @@ log = logging.getLogger("dicomweb_kit.stow")
 _JSON: Final = "application/dicom+json"
 _XML: Final = "application/dicom+xml"
 METADATA_MEDIA_TYPES: Final = frozenset({_JSON, _XML})
+# The metadata of one request, all parts together: it is all held (parsed) until the body ends.
 _MAX_METADATA_BYTES: Final = DEFAULT_MAX_XML_SIZE
 _GROUP_COMMIT: Final = 32
 _WRITE_STEP: Final = 1 << 20  # spilled bytes go to the file (and are streamed back) in steps of this
@@ -193,12 +194,15 @@ async def store_metadata_instances(
     outcome = StoreOutcome()
     datasets: list[Any] = []
     spool = _BulkSpool(settings.stow_bulk_memory_bytes)
+    metadata_bytes = 0
     try:
         async for part in read_multipart(body, boundary, limits=limits):
             media_type, params = _part_type(part, root_type)
             if media_type in METADATA_MEDIA_TYPES:
                 try:
-                    datasets.extend(await _read_metadata(part.chunks(), media_type))
+                    found, size = await _read_metadata(part.chunks(), media_type, _MAX_METADATA_BYTES - metadata_bytes)
+                    datasets.extend(found)
+                    metadata_bytes += size
                 except InvalidRequest as exc:
                     log.info("STOW-RS metadata part rejected: %s", exc.message)
                     outcome.failed.append(InstanceRejected(exc.message, failure_reason=status_codes.CANNOT_UNDERSTAND))
@@ -232,13 +236,16 @@ def _part_type(part: Part, root_type: str) -> tuple[str, dict[str, str]]:
     return canonical_media_type(media_type), params
 
 
-async def _read_metadata(chunks: AsyncIterable[bytes | memoryview], media_type: str) -> list[Any]:
+async def _read_metadata(
+    chunks: AsyncIterable[bytes | memoryview], media_type: str, budget: int
+) -> tuple[list[Any], int]:
+    """One metadata part's data sets and its size; at most ``budget`` bytes (what the request has left)."""
     data = bytearray()
     async for chunk in chunks:
         data += chunk
-        if len(data) > _MAX_METADATA_BYTES:
-            raise PayloadTooLarge(f"a metadata part is larger than {_MAX_METADATA_BYTES} bytes")
-    return await anyio.to_thread.run_sync(_parse_metadata, bytes(data), media_type)
+        if len(data) > budget:
+            raise PayloadTooLarge(f"the metadata parts of a request are larger than {_MAX_METADATA_BYTES} bytes")
+    return await anyio.to_thread.run_sync(_parse_metadata, bytes(data), media_type), len(data)
 
 
 def _parse_metadata(data: bytes, media_type: str) -> list[Any]:

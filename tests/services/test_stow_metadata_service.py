@@ -370,3 +370,14 @@ async def test_the_before_store_hook_sees_and_coerces_them(make_kit: Callable[..
     assert seen == [pydicom.uid.JPEGBaseline8Bit]
     assert stored.IssuerOfPatientID == "HOSPITAL"
     assert np.array_equal(stored.pixel_array, np.asarray(Image.open(io.BytesIO(jpeg))))
+
+
+async def test_metadata_over_the_limit_is_413(kit: DicomWeb, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dicomweb_kit.errors import PayloadTooLarge
+    from dicomweb_kit.services import stow_metadata
+
+    monkeypatch.setattr(stow_metadata, "_MAX_METADATA_BYTES", 1500)  # each part fits, both do not
+    a, b = make_dataset(), make_dataset()
+    data = body(json_part(metadata_of(a, PixelData="a")), json_part(metadata_of(b, PixelData="b")))
+    with pytest.raises(PayloadTooLarge, match="metadata parts"):
+        await stow(kit, data)
