@@ -9,13 +9,18 @@ Capabilities WADL (``web/capabilities.py``, PS3.18 §8.9 and Annex H), the OpenA
 Media types that depend on installed extras (video encoders, pixel codecs, JPEG 2000 in Pillow)
 are functions, evaluated when a document is generated; settings-dependent resources (DELETE)
 carry a :class:`Condition` evaluated against the kit.
+
+Adding a resource: put its handler object on :class:`Handlers`, and a :class:`Resource` in
+:func:`_table` whose operations pick the handler (``lambda h: h.thing.get``). The route, the
+trailing-slash copy, OPTIONS, 405, the WADL and the OpenAPI entry follow. (WebSockets are not
+resources here: ``web/app.py`` adds them after the HTTP routes.)
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from starlette.requests import Request
@@ -132,9 +137,6 @@ class Resource:
 
     path: str
     operations: tuple[Operation, ...]
-    summary: str = ""
-    #: Not a PS3.18 resource the Capabilities WADL describes (e.g. the service root itself).
-    meta: bool = field(default=False)
 
 
 _PARAM = re.compile(r"{(\w+)(?::\w+)?}")
@@ -158,7 +160,7 @@ def served(kit: DicomWeb, /) -> list[Resource]:
     for resource in RESOURCES:
         operations = tuple(op for op in resource.operations if op.exists(kit))
         if operations:
-            found.append(Resource(resource.path, operations, resource.summary, resource.meta))
+            found.append(Resource(resource.path, operations))
     return found
 
 
