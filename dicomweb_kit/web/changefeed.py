@@ -132,6 +132,8 @@ class ChangeFeedEndpoints:
         if last_id is not None and last_id.strip():  # a reconnect: resume after what it saw
             after = _integer("Last-Event-ID", last_id.strip(), 0)
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        if request.method == "HEAD":  # the headers only: a stream would never end
+            return Response(headers=headers, media_type="text/event-stream")
         return StreamingResponse(
             self._event_stream(feed, after, filter), media_type="text/event-stream", headers=headers
         )

@@ -14,9 +14,10 @@ import httpx
 import pytest
 import websockets
 from conftest import LiveServer, host_app
+from dicomweb_kit_adapters.memory import MemoryBlobStore, MemoryIndex
 from pydicom import Dataset
 
-from dicomweb_kit import ChangeFilter, DicomWeb, Settings
+from dicomweb_kit import ChangeFilter, ConfigurationError, DicomWeb, Settings
 from dicomweb_kit.testing import make_dataset, part10_bytes
 
 pytestmark = pytest.mark.anyio
@@ -138,8 +139,16 @@ async def test_in_process_subscribers_replay_then_follow(kit: DicomWeb, client: 
     assert got == [(3, mr.SOPInstanceUID)]
 
 
+async def test_head_of_the_event_stream_answers_at_once(client: httpx.AsyncClient) -> None:
+    with anyio.fail_after(5):
+        r = await client.head("/changefeed/events")
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/event-stream")
+
+
 def _sse_events(lines: list[str]) -> list[dict[str, str]]:
-    events, current = [], {}
+    events: list[dict[str, str]] = []
+    current: dict[str, str] = {}
     for line in lines:
         if not line:
             if "data" in current:
@@ -231,3 +240,19 @@ async def test_websocket_with_bad_parameters_is_refused(live: LiveServer) -> Non
         async with websockets.connect(ws_url):
             pass
     assert refused.value.response.status_code == 400
+
+
+class _IndexWithoutFeed(MemoryIndex):
+    change_feed = None  # type: ignore[assignment]  # a third-party index that keeps no feed
+
+
+async def test_a_kit_without_a_feed_answers_404() -> None:
+    async with DicomWeb(blobs=MemoryBlobStore(), index=_IndexWithoutFeed()) as kit:
+        assert kit.changefeed is None
+        with pytest.raises(ConfigurationError):
+            kit.changes()
+        transport = httpx.ASGITransport(app=host_app(kit))
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver/dicom-web") as client:
+            for path in ("/changefeed", "/changefeed/latest", "/changefeed/events"):
+                assert (await client.get(path)).status_code == 404
+            await stow(client, make_dataset())  # storing works as ever
