@@ -28,6 +28,7 @@ from .errors import (
     WorkitemRefused,
 )
 from .events import EventBus, MemoryEventBus
+from .hooks import AfterStore, BeforeStore, Coerce, IncomingInstance, Reject
 from .index import AddOutcome, IndexCapabilities, InstanceIndex, InstanceRecord, MatchRow, Page, ScopeSummary
 from .kit import DicomWeb
 from .pixels.layout import PixelLayout
@@ -67,6 +68,8 @@ __all__ = [
     "DATE_TIME_VRS",
     "NUMERIC_VRS",
     "AddOutcome",
+    "AfterStore",
+    "BeforeStore",
     "BlobInfo",
     "BlobStore",
     "ConfigurationError",
@@ -83,8 +86,11 @@ __all__ = [
     "ChangeEntry",
     "ChangeFeed",
     "ChangeFilter",
+    "Coerce",
+    "IncomingInstance",
     "Level",
     "MemoryChangeFeed",
+    "Reject",
     "MalformedMultipart",
     "MatchRow",
     "Matcher",
