@@ -207,6 +207,17 @@ async def test_a_bad_coercion_rejects_the_instance(kit_client: KitClient) -> Non
         assert r.json()["00081198"]["Value"][0]["00081197"]["Value"] == [0x0110]
 
 
+async def test_a_coercion_that_breaks_the_instance_rejects_it(kit_client: KitClient) -> None:
+    async def bad_uid(_incoming: IncomingInstance) -> Coerce:
+        return Coerce({"SeriesInstanceUID": "not a UID"})
+
+    async with kit_client(before_store=bad_uid) as (kit, client):
+        r = await stow(client, part10_bytes(make_dataset()))
+        assert r.status_code == 409
+        assert r.json()["00081198"]["Value"][0]["00081197"]["Value"] == [0xA900]
+        assert [key async for key in kit.blobs.iter_keys()] == []
+
+
 async def test_after_store_runs_in_the_background(kit_client: KitClient) -> None:
     started, finished = anyio.Event(), anyio.Event()
     received: list[list[str]] = []

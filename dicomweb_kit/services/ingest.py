@@ -272,20 +272,25 @@ async def _screen(
     """Ask the before-store hook about each instance (concurrently); apply its rejections and
     coercions. A rejected instance's blob is deleted."""
     screened: list[PreparedInstance | InstanceRejected] = list(prepared)
+    errors: list[Exception] = []
 
     async def one(position: int, item: PreparedInstance) -> None:
         try:
-            screened[position] = await _screen_one(kit, item)
-        except BaseException:
-            with anyio.CancelScope(shield=True):
-                await kit.blobs.delete([item.record.blob_key])
-            raise
-        if isinstance(screened[position], InstanceRejected):
+            result = await _screen_one(kit, item)
+        except Exception as exc:  # e.g. the blob store failed while rewriting: the request fails
+            errors.append(exc)
+            return
+        if isinstance(result, InstanceRejected):
             await kit.blobs.delete([item.record.blob_key])
+        screened[position] = result
 
     async with anyio.create_task_group() as tasks:
         for position, item in enumerate(prepared):
             tasks.start_soon(one, position, item)
+    if errors:
+        with anyio.CancelScope(shield=True):
+            await kit.blobs.delete([p.record.blob_key for p in screened if isinstance(p, PreparedInstance)])
+        raise errors[0]  # outside the task group, so not wrapped in an ExceptionGroup
     return screened
 
 
@@ -316,6 +321,9 @@ async def _screen_one(kit: DicomWeb, item: PreparedInstance) -> PreparedInstance
         return PreparedInstance(record, item.warning_reason)
     try:
         coerced = await _coerce(kit, item, decision)
+    except InstanceRejected as exc:  # the rewritten instance is invalid (e.g. a coerced UID)
+        log.info("STOW-RS instance %s rejected after coercion: %s", record.instance_uid, exc.message)
+        return exc
     except (ValueError, TypeError, OverflowError) as exc:
         return rejected(f"coercion failed: {exc}", status_codes.PROCESSING_FAILURE)
     return PreparedInstance(coerced, status_codes.COERCION_OF_DATA_ELEMENTS)
