@@ -41,8 +41,10 @@ __all__ = [
     "State",
     "follow",
     "follow_with_idle",
+    "from_micros",
     "modality_of",
     "notify",
+    "now_utc",
     "state_of",
 ]
 
@@ -112,7 +114,13 @@ class ChangeFilter(msgspec.Struct, frozen=True, kw_only=True):
 
 @runtime_checkable
 class ChangeFeed(Protocol):
-    """Read access to an index's change feed (the index appends to it as it changes)."""
+    """Read access to an index's change feed (the index appends to it as it changes).
+
+    Contract: sequence numbers start at 1 and grow by one per entry; an entry is appended in the
+    same transaction (or atomic step) as the change it records, and entries become visible in
+    sequence order, so ``read(after=n)`` never returns ``n + 2`` while ``n + 1`` is still to come.
+    ``state`` is computed when read, from the newest entry of the same instance.
+    """
 
     async def read(self, *, after: int = 0, limit: int = 100, filter: ChangeFilter | None = None) -> list[ChangeEntry]:
         """Up to ``limit`` entries with ``sequence > after`` that match ``filter``, in sequence order."""
@@ -141,11 +149,12 @@ def state_of(action: str, version: int, newest_action: str, newest_sequence: int
 
 
 def now_utc() -> dt.datetime:
-    # Microsecond resolution, as the SQL feed stores it (integer microseconds since the epoch).
+    """Now, in UTC, to the microsecond (as the SQL feed stores it: microseconds since 1970)."""
     return from_micros(int(time.time() * 1_000_000))
 
 
 def from_micros(micros: int) -> dt.datetime:
+    """The UTC time ``micros`` microseconds after 1970-01-01."""
     return dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=micros)
 
 

@@ -158,6 +158,9 @@ class DicomWeb:
             async for change in kit.changes(after=last_seen, filter=ChangeFilter(modality="CT")):
                 ...
 
+        It ends when the kit shuts down. A consumer that stops early should close it
+        (``contextlib.aclosing``) to release its event bus subscription at once.
+
         Raises:
             ConfigurationError: the kit has no change feed (its index keeps none).
         """
