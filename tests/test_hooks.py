@@ -285,3 +285,29 @@ async def test_after_store_errors_are_logged_not_raised(
         await anyio.sleep(0.05)
         assert "after-store hook failed" in caplog.text
         assert (await stow(client, part10_bytes(make_dataset()))).status_code == 200
+
+
+async def test_a_commit_that_fails_once_is_not_retried_over_deleted_blobs() -> None:
+    """The index fails the group commit (its blobs are deleted): the request fails with 503 and
+    no record is left pointing at a deleted blob (STOW-RS used to commit the same group again)."""
+    from dicomweb_kit_adapters.memory import MemoryBlobStore, MemoryIndex
+
+    from dicomweb_kit import StorageUnavailable
+
+    class FlakyIndex(MemoryIndex):
+        failures = 1
+
+        async def add_many(self, records: Any, /, *, on_existing: Any) -> Any:
+            if self.failures:
+                self.failures -= 1
+                raise StorageUnavailable("the index is down")
+            return await super().add_many(records, on_existing=on_existing)
+
+    index = FlakyIndex()
+    async with DicomWeb(blobs=MemoryBlobStore(), index=index, before_store=fix_issuer) as kit:
+        transport = httpx.ASGITransport(app=host_app(kit))
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver/dicom-web") as client:
+            r = await stow(client, part10_bytes(make_dataset()))
+            assert r.status_code == 503
+            assert (await client.get("/studies")).json() == []
+            assert [key async for key in kit.blobs.iter_keys()] == []

@@ -215,12 +215,14 @@ async def store_instances(
     error: Exception | None = None  # the body (or the store) failed: raised after the tasks end
 
     async def commit() -> None:
-        for result in await commit_instances(kit, pending):
+        # Taken out first: a failed commit deleted these blobs, and must not be retried below.
+        batch = pending[:]
+        pending.clear()
+        for result in await commit_instances(kit, batch):
             if isinstance(result, InstanceRejected):
                 outcome.failed.append(result)
             else:
                 outcome.stored.append(result)
-        pending.clear()
 
     async def collect(*, wait: bool) -> None:
         """Move finished preparations to ``pending`` in body order; commit full groups."""
