@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
+from .api import DicomWebApi
 from .changefeed import ChangeEntry, ChangeFeed, ChangeFilter, follow
 from .errors import ConfigurationError
 from .events import EventBus, MemoryEventBus
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 __all__ = ["DicomWeb"]
 
 
-class DicomWeb:
+class DicomWeb(DicomWebApi):
     """A DICOMweb service (STOW-RS, QIDO-RS, WADO-RS) over the adapters you give it.
 
     Mount :attr:`app` anywhere in a Starlette or FastAPI app and run :attr:`lifespan` from the
@@ -36,6 +37,9 @@ class DicomWeb:
 
     Every URL the service returns (RetrieveURL, BulkDataURI) is built from the request's own
     base URL, mount prefix included, so it can be followed as is.
+
+    The same operations are async methods of the kit for the host's own code
+    (:class:`~dicomweb_kit.api.DicomWebApi`: ``await kit.store(ds)``, ``kit.search_studies(...)``).
 
     Args:
         blobs: where instance bytes are kept.
