@@ -9,6 +9,7 @@ that turns them into responses, and anything else becomes a generic 500 without 
     │   ├── InvalidQuery        bad QIDO key or value
     │   ├── InvalidUid          not a UID per PS3.5 §9.1
     │   └── MalformedMultipart  not a well-formed multipart/related body
+    ├── Forbidden (403, PermissionError)   the authorization hook refused (dicomweb_kit.authorization)
     ├── ResourceNotFound (404, LookupError)
     ├── MethodNotAllowed (405)
     ├── NotAcceptable (406)
@@ -35,6 +36,7 @@ __all__ = [
     "ConfigurationError",
     "Conflict",
     "DicomWebError",
+    "Forbidden",
     "InstanceRejected",
     "InvalidQuery",
     "InvalidRequest",
@@ -80,6 +82,12 @@ class InvalidUid(InvalidRequest):
 
 class MalformedMultipart(InvalidRequest):
     """The body is not a well-formed multipart/related message (RFC 2046 §5.1, RFC 2387)."""
+
+
+class Forbidden(DicomWebError, PermissionError):
+    """The host's authorization hook refused the request (403, RFC 9110 §15.5.4)."""
+
+    http_status = 403
 
 
 class ResourceNotFound(DicomWebError, LookupError):

@@ -8,6 +8,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 from .api import DicomWebApi
+from .authorization import Authorize, Authorizer, Identify
 from .changefeed import ChangeEntry, ChangeFeed, ChangeFilter, follow
 from .errors import ConfigurationError
 from .events import EventBus, MemoryEventBus
@@ -63,6 +64,12 @@ class DicomWeb(DicomWebApi):
         changefeed: the instance change feed (default: the index's own ``change_feed()`` if it
             has one, written in the index's transactions; ``None`` otherwise, and the change
             feed resources answer 404).
+        authorize: an async hook asked before every HTTP operation, given the identity and the
+            :class:`~dicomweb_kit.authorization.Access`; it allows, denies (403) or narrows
+            (:mod:`dicomweb_kit.authorization`). ``None``: everything is allowed.
+        identify: turns the Starlette request into the identity the hook is given (sync or
+            async; default ``request.user`` if set, else ``None``).
+        hide_denied: answer a denied resource 404, as if it were not stored, instead of 403.
 
     Raises:
         ConfigurationError: an adapter does not implement its protocol.
@@ -82,6 +89,9 @@ class DicomWeb(DicomWebApi):
         after_store: AfterStore | None = None,
         after_store_concurrency: int = 4,
         changefeed: ChangeFeed | None = None,
+        authorize: Authorize | None = None,
+        identify: Identify | None = None,
+        hide_denied: bool = False,
     ) -> None:
         if not isinstance(blobs, BlobStore):
             raise ConfigurationError(f"blobs must implement dicomweb_kit.BlobStore; {type(blobs).__name__} does not")
@@ -122,6 +132,11 @@ class DicomWeb(DicomWebApi):
                 f"changefeed must implement dicomweb_kit.ChangeFeed; {type(changefeed).__name__} does not"
             )
         self.changefeed: ChangeFeed | None = changefeed
+        if authorize is None and (identify is not None or hide_denied):
+            raise ConfigurationError("identify and hide_denied take effect only with an authorize hook")
+        self.authorizer = (
+            Authorizer(authorize, identify=identify, hide_denied=hide_denied) if authorize is not None else None
+        )
         self._app: ASGIApp | None = None
 
     @property

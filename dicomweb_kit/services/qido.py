@@ -9,6 +9,7 @@ import msgspec
 
 from ..query.qido_params import parse_qido
 from ..query.return_keys import result_attributes
+from ..query.terms import Term
 from ..resources import Level, ResourceKey
 
 if TYPE_CHECKING:
@@ -33,8 +34,14 @@ async def search(
     /,
     *,
     service_url: str,
+    narrow: Sequence[Term] = (),
 ) -> SearchResult:
-    """Run a QIDO-RS search; ``params`` are the request's decoded query parameters."""
+    """Run a QIDO-RS search; ``params`` are the request's decoded query parameters.
+
+    ``narrow``: terms the authorization hook restricts the identity to, matched with the
+    client's own (logical AND) inside the index's query, so counts, ``limit``/``offset`` paging
+    and ``has_more`` are those of the narrowed result (:mod:`dicomweb_kit.authorization`).
+    """
     settings = kit.settings
     query = parse_qido(
         params,
@@ -44,6 +51,8 @@ async def search(
         default_limit=settings.qido_default_limit,
         max_limit=settings.qido_max_limit,
     )
+    if narrow:
+        query = msgspec.structs.replace(query, terms=(*query.terms, *narrow))
     page = await kit.index.search(query)
     results = [result_attributes(row, query, retrieve_url=f"{service_url}/{row.key.path()}") for row in page.rows]
     return SearchResult(results, page.has_more, query.not_performed)

@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
+from .authorization import guard, guard_request, guard_websocket
 from .capabilities import capabilities_response
 from .changefeed import SSE_PATH as CHANGEFEED_SSE_PATH
 from .changefeed import WS_PATH as CHANGEFEED_WS_PATH
@@ -49,11 +50,15 @@ def create_app(kit: DicomWeb) -> ASGIApp:
     routes += browser_routes(kit)  # {root}/browse, the study browser for people, if on
     routes += page_routes(kit)  # {root}/docs (ReDoc) and {root}/cheatsheet, for people
     # The UPS notification channel, a WebSocket (PS3.18 §8.10.4).
-    channels: list[BaseRoute] = [WebSocketRoute(CHANNEL_PATH, handlers.events.channel)]
+    # Each is guarded by the authorization hook, as the table's handlers are (web/authorization.py).
+    ups_channel = guard_websocket(kit, "workitem-events", "UpsEventChannel", handlers.events.channel)
+    channels: list[BaseRoute] = [WebSocketRoute(CHANNEL_PATH, ups_channel)]
     # The instance change feed's live channels (web/changefeed.py): endless streams, so neither in
     # the WADL nor in OpenAPI.
-    channels.append(Route(CHANGEFEED_SSE_PATH, handlers.changefeed.events, methods=["GET"]))
-    channels.append(WebSocketRoute(CHANGEFEED_WS_PATH, handlers.changefeed.channel))
+    sse = guard_request(kit, "changefeed", "ChangeFeedEvents", handlers.changefeed.events)
+    channels.append(Route(CHANGEFEED_SSE_PATH, sse, methods=["GET"]))
+    ws = guard_websocket(kit, "changefeed", "ChangeFeedChannel", handlers.changefeed.channel)
+    channels.append(WebSocketRoute(CHANGEFEED_WS_PATH, ws))
     app = Starlette(routes=[*routes, *channels], exception_handlers=EXCEPTION_HANDLERS)
     app.state.public_url = kit.settings.public_url  # see web.endpoints.service_url
     app.state.kit = kit  # see web.openapi.openapi_response
@@ -67,7 +72,10 @@ class ResourceRoute(Route):
     def __init__(self, kit: DicomWeb, resource: Resource, handlers: Handlers, *, path: str | None = None) -> None:
         self.kit = kit
         self.target = resource.path
-        self.by_method: dict[str, Handler] = {op.method: op.handler(handlers) for op in resource.operations}
+        # Every handler asks the kit's authorization hook first, if it has one (web/authorization.py).
+        self.by_method: dict[str, Handler] = {
+            op.method: guard(kit, op, op.handler(handlers)) for op in resource.operations
+        }
         if "GET" in self.by_method:
             self.by_method["HEAD"] = self.by_method["GET"]
         allowed = sorted({*self.by_method, "OPTIONS"})

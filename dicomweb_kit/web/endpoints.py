@@ -15,6 +15,7 @@ from ..media_types import Offer, negotiate
 from ..resources import Level, ResourceKey
 from ..services import delete, qido, stow, wado
 from . import archive
+from .authorization import narrowing
 from .responses import XML_TYPE, dataset_response, datasets_response, gzip_if_accepted, xml_parts
 
 if TYPE_CHECKING:
@@ -112,7 +113,12 @@ class Endpoints:
             """QIDO-RS, PS3.18 §10.6."""
             choice = negotiate(request.headers.get("accept"), LIST_OFFERS, accept_param=_accept_param(request))
             result = await qido.search(
-                self.kit, level, _scope(request), request.query_params.multi_items(), service_url=service_url(request)
+                self.kit,
+                level,
+                _scope(request),
+                request.query_params.multi_items(),
+                service_url=service_url(request),
+                narrow=narrowing(request),  # the authorization hook's (web/authorization.py)
             )
             base = service_url(request)
             warnings = []
