@@ -5,11 +5,13 @@ The public API is this flat namespace; adapters (ours and third parties') import
 
 from __future__ import annotations
 
+from .authorization import Access, Allow, Deny, Narrow
 from .changefeed import ChangeEntry, ChangeFeed, ChangeFilter, MemoryChangeFeed
 from .errors import (
     ConfigurationError,
     Conflict,
     DicomWebError,
+    Forbidden,
     InstanceRejected,
     InvalidQuery,
     InvalidRequest,
@@ -76,6 +78,11 @@ __all__ = [
     "Conflict",
     "DicomWeb",
     "DicomWebError",
+    "Forbidden",
+    "Access",
+    "Allow",
+    "Deny",
+    "Narrow",
     "IndexCapabilities",
     "InstanceIndex",
     "InstanceRecord",

@@ -62,7 +62,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 import msgspec
 
-from .errors import DicomWebError, Forbidden, ResourceNotFound
+from .errors import DicomWebError, Forbidden, InvalidQuery, InvalidUid, ResourceNotFound
 from .query.qido_params import parse_qido, resolve_attribute
 from .query.terms import Query, SingleValue, Term, UidList
 from .resources import Level, ResourceKey, validate_uid
@@ -177,8 +177,11 @@ class Narrow(msgspec.Struct, frozen=True):
             tag, vr = resolve_attribute(name)
             values = tuple(dict.fromkeys(v.strip(" ") for v in value))
             if vr == "UI":
-                for uid in values:
-                    validate_uid(uid, name=name)
+                try:
+                    for uid in values:
+                        validate_uid(uid, name=name)
+                except InvalidUid as err:
+                    raise InvalidQuery(err.message) from None
             # Any of several values: List of UID Matching's membership rule (PS3.4 §C.2.2.2.2),
             # which the core matcher applies to any VR. An empty list matches nothing.
             terms.append(Term(tag, vr, UidList(values)))
