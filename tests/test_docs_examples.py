@@ -31,6 +31,7 @@ def load(path: Path) -> ModuleType:
 
 def test_there_are_examples() -> None:
     assert {path.name for path in EXAMPLES} >= {
+        "authorization.py",
         "starlette_app.py",
         "fastapi_app.py",
         "custom_adapter.py",
