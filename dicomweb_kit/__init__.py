@@ -5,6 +5,7 @@ The public API is this flat namespace; adapters (ours and third parties') import
 
 from __future__ import annotations
 
+from .api import DicomWebApi, Frames, RenderedImage, RetrievedInstance, SearchResult, StoredInstance, StoreOutcome
 from .authorization import Access, Allow, Deny, Narrow
 from .changefeed import ChangeEntry, ChangeFeed, ChangeFilter, MemoryChangeFeed
 from .errors import (
@@ -77,6 +78,13 @@ __all__ = [
     "ConfigurationError",
     "Conflict",
     "DicomWeb",
+    "DicomWebApi",
+    "Frames",
+    "RenderedImage",
+    "RetrievedInstance",
+    "SearchResult",
+    "StoreOutcome",
+    "StoredInstance",
     "DicomWebError",
     "Forbidden",
     "Access",
