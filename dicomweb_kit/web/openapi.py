@@ -57,6 +57,9 @@ def service_name(operation: Operation, /) -> str:
     return "Other"
 
 
+_FORBIDDEN = "The authorization hook refused the request (with hide_denied, a hidden resource is 404)"
+
+
 def openapi_document(kit: DicomWeb, base_url: str, /) -> dict[str, Any]:
     """The OpenAPI 3.1 document of what ``kit`` serves, with ``base_url`` (the service root as the
     client reached it, or ``Settings.public_url``) as its server."""
@@ -86,7 +89,9 @@ def openapi_document(kit: DicomWeb, base_url: str, /) -> dict[str, Any]:
     for resource in served(kit):
         item = paths.setdefault(openapi_path(resource.path), {})
         for operation in resource.operations:
-            item[operation.method.lower()] = _operation(resource, operation)
+            item[operation.method.lower()] = found = _operation(resource, operation)
+            if kit.authorizer is not None:  # web/authorization.py asks the host's hook first
+                found["responses"]["403"] = _response(operation, 403, _FORBIDDEN)
     return {
         "openapi": "3.1.0",
         "info": {

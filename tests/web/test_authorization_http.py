@@ -201,7 +201,10 @@ async def test_every_endpoint_keeps_the_two_users_apart(world: World) -> None:
         assert kind is not None
         url = concrete(path, world.north[0])
         scoped = "{study}" in path
-        # south asks for a North resource
+        # south asks for a North resource (the trailing-slash copy of the route too)
+        if kind in STUDY_KINDS and scoped:
+            r = await world.request("south", method, url + "/")
+            assert r.status_code == 403, (name, r.status_code, r.text)
         world.asked.clear()
         r = await world.request("south", method, url)
         assert [(who, a.kind, a.operation) for who, a in world.asked] == [("south", kind, name)]
@@ -442,3 +445,26 @@ async def test_the_live_change_feed_and_ups_channels_ask_the_hook(make_world: Wo
         assert {a.kind for _, a in world.asked[-2:]} == {"changefeed", "workitem-events"}
         async with websockets.connect(base + "/changefeed/ws", additional_headers={"X-User": "admin"}) as ws:
             await ws.close()
+
+
+async def test_the_study_is_the_unit_of_a_narrowing(world: World) -> None:
+    """A study with a North and an East series: north sees the study and, inside it, the East
+    series too (study resources); series and instance searches match the terms per entity."""
+    study = world.north[0].study
+    east = make_dataset(study=study, patient_id="PA", InstitutionName="East")
+    body, headers = multipart(part10_bytes(east))
+    assert (await world.request("admin", "POST", "/studies", content=body, headers=headers)).status_code == 200
+    r = await world.request("north", "GET", f"/studies/{study}/series/{east.SeriesInstanceUID}/metadata")
+    assert r.status_code == 200
+    r = await world.request("north", "GET", "/studies", params={"StudyInstanceUID": study})
+    assert r.json()[0][NUMBER_OF_STUDY_RELATED_SERIES]["Value"] == [2]  # the whole study's counts
+    r = await world.request("north", "GET", f"/studies/{study}/series")
+    assert [row["0020000E"]["Value"][0] for row in r.json()] == [world.north[0].series]
+
+
+async def test_openapi_documents_403_when_a_hook_is_set(world: World) -> None:
+    document = (await world.request("nobody", "GET", "/openapi.json")).json()
+    for item in document["paths"].values():
+        for method, operation in item.items():
+            if method != "options":
+                assert "403" in operation["responses"], operation["operationId"]
