@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple, cast
 
 import anyio
 import msgspec
-from pydicom.dataset import Dataset
-from pydicom.uid import generate_uid
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from . import status_codes
 from .codecs import dicom_json
@@ -613,6 +613,13 @@ async def _chunks(instance: Instance) -> AsyncIterable[bytes]:
 
 def _part10(ds: Dataset) -> bytes:
     out = io.BytesIO()
+    meta = getattr(ds, "file_meta", None)
+    if (meta is None or "TransferSyntaxUID" not in meta) and ds.original_encoding == (None, None):
+        # Built in memory, it names no encoding: write it in Explicit VR Little Endian, which
+        # every receiver accepts (PS3.5 §10.1), from a shallow copy so the caller's is unchanged.
+        ds = Dataset(ds)
+        ds.file_meta = FileMetaDataset(meta or {})
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     try:
         ds.save_as(out, enforce_file_format=True)
     except (ValueError, AttributeError) as exc:  # pydicom: no file meta it can build, bad values

@@ -17,6 +17,7 @@ from dicomweb_kit import (
     DicomWeb,
     InstanceRejected,
     InvalidQuery,
+    InvalidRequest,
     InvalidUid,
     Level,
     NotAcceptable,
@@ -64,6 +65,22 @@ async def test_store_part10_bytes_and_a_stream(kit: DicomWeb) -> None:
     assert await kit.retrieve_instance(streamed.record.key) == other
 
 
+async def test_store_a_dataset_built_in_memory(kit: DicomWeb) -> None:
+    ds = make_dataset()
+    del ds.file_meta  # as a host builds one: no file meta, no encoding
+    stored = await kit.store(ds)
+    back = pydicom.dcmread(io.BytesIO(await kit.retrieve_instance(stored.record.key)))
+    assert back.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+    assert back.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
+    assert back.PixelData == ds.PixelData
+    assert "file_meta" not in ds.__dict__  # the caller's dataset is unchanged
+    bare = pydicom.Dataset()
+    bare.PatientName = "No^Uids"
+    with pytest.raises(InstanceRejected) as rejected:
+        await kit.store(bare)
+    assert rejected.value.failure_reason == 0xC000
+
+
 async def test_store_rejections_raise_the_kits_errors(kit: DicomWeb) -> None:
     with pytest.raises(InstanceRejected) as garbage:
         await kit.store(b"not a DICOM file at all" * 10)
@@ -82,6 +99,13 @@ async def test_store_all_reports_each_instance(kit: DicomWeb) -> None:
     outcome = await kit.store_all([good[0], b"garbage" * 30, part10_bytes(good[1])])
     assert sorted(s.record.instance_uid for s in outcome.stored) == sorted(ds.SOPInstanceUID for ds in good)
     assert [f.failure_reason for f in outcome.failed] == [0xC000]
+
+    async def streamed() -> AsyncIterator[bytes]:
+        yield part10_bytes(make_dataset(study=study))
+
+    again = await kit.store_all(streamed())
+    assert len(again.stored) == 1 and not again.failed
+    assert len((await kit.search_instances(study=study)).results) == 3
 
 
 async def test_search_with_match_keys_and_paging(kit: DicomWeb) -> None:
@@ -133,6 +157,12 @@ async def test_search_series_and_instances_in_scope(kit: DicomWeb) -> None:
 
 
 async def test_search_errors(kit: DicomWeb) -> None:
+    with pytest.raises(InvalidRequest):
+        await kit.search_studies(Query(level=Level.STUDY), PatientID="P1")  # a Query or match keys
+    with pytest.raises(InvalidRequest):
+        await kit.search_instances(series=generate_uid())  # a series only within its study
+    with pytest.raises(InvalidRequest):
+        await kit.retrieve_instance(ResourceKey(generate_uid()))  # a study is not an instance
     with pytest.raises(InvalidQuery):
         await kit.search_studies(NotAKeyword="x")
     with pytest.raises(InvalidQuery):
