@@ -159,15 +159,23 @@ class DicomWebApi:
                     outcome.stored.append(result)
             pending.clear()
 
-        async for instance in _each(instances):
-            try:
-                pending.append(await prepare_instance(kit, await _chunks(instance), expected_study=study))
-            except InstanceRejected as rejected:
-                outcome.failed.append(rejected)
-            except PayloadTooLarge as too_large:
-                outcome.failed.append(InstanceRejected(too_large.message, failure_reason=status_codes.OUT_OF_RESOURCES))
-            if len(pending) >= _GROUP_COMMIT:
+        try:
+            async for instance in _each(instances):
+                try:
+                    pending.append(await prepare_instance(kit, await _chunks(instance), expected_study=study))
+                except InstanceRejected as rejected:
+                    outcome.failed.append(rejected)
+                except PayloadTooLarge as too_large:
+                    reason = status_codes.OUT_OF_RESOURCES
+                    outcome.failed.append(InstanceRejected(too_large.message, failure_reason=reason))
+                if len(pending) >= _GROUP_COMMIT:
+                    await commit()
+        except BaseException:
+            # The source or the store failed: the instances prepared so far are whole, so they
+            # are committed (as STOW-RS does when a body breaks off), and the error propagates.
+            with anyio.CancelScope(shield=True):
                 await commit()
+            raise
         await commit()
         return outcome
 

@@ -107,6 +107,14 @@ async def test_store_all_reports_each_instance(kit: DicomWeb) -> None:
     assert len(again.stored) == 1 and not again.failed
     assert len((await kit.search_instances(study=study)).results) == 3
 
+    async def broken() -> AsyncIterator[bytes]:
+        yield part10_bytes(make_dataset(study=study))
+        raise OSError("the source went away")
+
+    with pytest.raises(OSError, match="went away"):
+        await kit.store_all(broken())
+    assert len((await kit.search_instances(study=study)).results) == 4  # what came before is kept
+
 
 async def test_search_with_match_keys_and_paging(kit: DicomWeb) -> None:
     names = ["Alpha^Ann", "Beta^Bob", "Gamma^Gus"]
