@@ -33,7 +33,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from . import status_codes
 from .codecs import dicom_json
-from .codecs.transcode import producible_for_syntax, transcode, unproducible_reason
+from .codecs.transcode import transcode, unproducible_reason
 from .errors import InstanceRejected, InvalidRequest, NotAcceptable, PayloadTooLarge, ResourceNotFound
 from .index import InstanceRecord
 from .pixels.description import PixelDescription
@@ -308,7 +308,7 @@ class DicomWebApi:
 
     async def retrieve_instance(self, key: ResourceKey, /, *, transfer_syntax: str | None = None) -> bytes:
         """The Part 10 bytes of instance ``key``: as stored, or transcoded to ``transfer_syntax``
-        (the same codecs as WADO-RS)::
+        with the codecs and rules of WADO-RS (PS3.18 §8.7.3.5: never to Implicit VR or Big Endian)::
 
             data = await kit.retrieve_instance(stored.record.key)
             ds = pydicom.dcmread(io.BytesIO(data))
@@ -319,17 +319,13 @@ class DicomWebApi:
         """
         kit = self._kit
         record = await _record(kit, key)
-        data = b"".join([bytes(chunk) async for chunk in kit.blobs.get(record.blob_key)])
         stored = record.transfer_syntax_uid
         if transfer_syntax is None or transfer_syntax == stored:
-            return data
-        reason = (
-            unproducible_reason(stored, PixelDescription.from_attributes(record.attributes), transfer_syntax)
-            if transfer_syntax in producible_for_syntax(stored)
-            else f"no codec converts {stored} to it"
-        )
+            return b"".join([bytes(chunk) async for chunk in kit.blobs.get(record.blob_key)])
+        reason = unproducible_reason(stored, PixelDescription.from_attributes(record.attributes), transfer_syntax)
         if reason is not None:
             raise NotAcceptable(f"instance {key.instance} cannot be sent in {transfer_syntax}: {reason}")
+        data = b"".join([bytes(chunk) async for chunk in kit.blobs.get(record.blob_key)])
         try:
             return await anyio.to_thread.run_sync(transcode, data, transfer_syntax)
         except ValueError as exc:  # the codecs refused these pixels after all

@@ -223,6 +223,8 @@ async def test_retrieve_transcoded_and_a_scope(kit: DicomWeb) -> None:
     decoded = pydicom.dcmread(io.BytesIO(data))
     assert decoded.file_meta.TransferSyntaxUID == RLELossless
     assert np.array_equal(decoded.pixel_array, pydicom.dcmread(path).pixel_array)
+    with pytest.raises(NotAcceptable, match="8.7.3.5"):
+        await kit.retrieve_instance(stored.record.key, transfer_syntax="1.2.840.10008.1.2")  # Implicit VR LE
     instances = [i async for i in await kit.retrieve(ResourceKey(stored.record.study_uid))]
     assert [i.data for i in instances] == [path.read_bytes()]
     with pytest.raises(ResourceNotFound):
