@@ -37,6 +37,7 @@ from .codecs.transcode import transcode, unproducible_reason
 from .errors import InstanceRejected, InvalidRequest, NotAcceptable, PayloadTooLarge, ResourceNotFound
 from .index import InstanceRecord
 from .pixels.description import PixelDescription
+from .pixels.params import parse_render_params
 from .pixels.render import RenderParams
 from .pixels.viewport import Viewport
 from .pixels.window import Window
@@ -419,15 +420,7 @@ class DicomWebApi:
             NotAcceptable: it cannot be rendered as ``media_type``.
         """
         kit = self._kit
-        if isinstance(window, tuple):
-            window = Window(float(window[0]), float(window[1]))
-        if window is not None and window.width <= 0:
-            raise InvalidRequest(f"the window width must be positive, not {window.width}")
-        if isinstance(viewport, tuple):
-            viewport = Viewport(int(viewport[0]), int(viewport[1]))
-        if viewport is not None and (viewport.width < 1 or viewport.height < 1):
-            raise InvalidRequest("the viewport width and height must be at least 1")
-        params = RenderParams(window=window, viewport=viewport, quality=quality)
+        params = _render_params(window, viewport, quality)
         if frames is None:
             result = await rendered.render_instance(kit, key, params, media_type)
         else:
@@ -444,9 +437,8 @@ class DicomWebApi:
         viewport: Viewport | tuple[int, int] | None = None,
     ) -> RenderedImage:
         """The thumbnail of a study, series or instance (PS3.18 §10.4.1.1.4), cached as over HTTP."""
-        if isinstance(viewport, tuple):
-            viewport = Viewport(int(viewport[0]), int(viewport[1]))
-        return await _rendered_image(await rendered.thumbnail(self._kit, scope, viewport, media_type))
+        params = _render_params(None, viewport, None, thumbnail=True)
+        return await _rendered_image(await rendered.thumbnail(self._kit, scope, params.viewport, media_type))
 
     async def delete(self, scope: ResourceKey, /) -> int:
         """Remove every instance under ``scope`` (recorded in the change feed); how many.
@@ -645,6 +637,34 @@ async def _each(instances: Iterable[Instance] | AsyncIterable[Instance]) -> Asyn
     else:
         for instance in cast("Iterable[Instance]", instances):
             yield instance
+
+
+def _render_params(
+    window: Window | tuple[float, float] | None,
+    viewport: Viewport | tuple[int, int] | None,
+    quality: int | None,
+    *,
+    thumbnail: bool = False,
+) -> RenderParams:
+    """The parameters checked as the HTTP query's are (PS3.18 §8.3.5.1): written in its syntax
+    and parsed by the same parser, so both refuse the same values with the same message."""
+    items: list[tuple[str, str]] = []
+    if window is not None:
+        if isinstance(window, tuple):
+            window = Window(float(window[0]), float(window[1]))
+        function = window.function.lower().replace("_", "-")
+        items.append(("window", f"{window.center!r},{window.width!r},{function}"))
+    if viewport is not None:
+        if isinstance(viewport, tuple):
+            viewport = Viewport(int(viewport[0]), int(viewport[1]))
+        text = f"{viewport.width},{viewport.height}"
+        if (viewport.sx, viewport.sy, viewport.sw, viewport.sh) != (0, 0, None, None):
+            source = (viewport.sx, viewport.sy, viewport.sw, viewport.sh)
+            text += "," + ",".join("" if value is None else str(value) for value in source)
+        items.append(("viewport", text))
+    if quality is not None:
+        items.append(("quality", str(quality)))
+    return parse_render_params(items, thumbnail=thumbnail)
 
 
 async def _rendered_image(result: rendered.Rendered) -> RenderedImage:

@@ -244,6 +244,12 @@ async def test_rendered_and_thumbnail(kit: DicomWeb) -> None:
     assert thumb.media_type == "image/jpeg" and thumb.data.startswith(b"\xff\xd8")
     with pytest.raises(NotAcceptable):
         await kit.rendered(stored.record.key, media_type="text/plain")
+    with pytest.raises(InvalidRequest, match="window width"):
+        await kit.rendered(stored.record.key, window=(100, 0.5))  # PS3.3 §C.11.2.1.2.1: LINEAR width >= 1
+    with pytest.raises(InvalidRequest, match="viewport"):
+        await kit.rendered(stored.record.key, viewport=(0, 10))
+    with pytest.raises(InvalidRequest, match="quality"):
+        await kit.rendered(stored.record.key, quality=101)
 
 
 async def test_delete(kit: DicomWeb) -> None:
