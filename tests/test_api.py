@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 from collections.abc import AsyncIterator
 
+import httpx
 import numpy as np
 import pydicom
 import pytest
@@ -291,3 +292,17 @@ async def test_workitem_cancellation_and_errors(kit: DicomWeb) -> None:
         await kit.retrieve_workitem(generate_uid())
     with pytest.raises(InvalidQuery):
         await kit.search_workitems(NotAKeyword="x")
+
+
+async def test_the_api_and_http_answer_alike(kit: DicomWeb, client: httpx.AsyncClient) -> None:
+    """The HTTP handlers and the API run the same services: the same rows, the same metadata."""
+    ds = make_dataset(patient_id="ALIKE", patient_name="Same^Answer")
+    stored = await kit.store(ds)
+    base = str(client.base_url).rstrip("/")
+    params = {"PatientID": "ALIKE", "includefield": "all"}
+    over_http = (await client.get("/studies", params=params)).json()
+    assert (await kit.search_studies(PatientID="ALIKE", includefield="all", base_url=base)).results == over_http
+    path = stored.record.key.path()
+    assert await kit.metadata(stored.record.key, base_url=base) == (await client.get(f"/{path}/metadata")).json()
+    frame = await client.get(f"/{path}/frames/1", headers={"Accept": "application/octet-stream"})
+    assert (await kit.frames(stored.record.key, [1])).frames == [frame.content]
