@@ -157,6 +157,31 @@ def _write_all(fd: int, pieces: list[bytes]) -> None:
                 views[0] = views[0][written:]
 
 
+#: Ranged reads up to this size (a frame, a header) are first tried on the event loop, from the
+#: page cache only (``RWF_NOWAIT``): a hit costs microseconds, where the hop to a reader thread
+#: and back costs ~0.1 ms and two wake-ups. A miss (or no RWF_NOWAIT) takes the thread.
+_INLINE_READ_MAX = 256 << 10
+_RWF_NOWAIT: int | None = getattr(os, "RWF_NOWAIT", None)
+
+
+def _read_if_cached(path: str, start: int, size: int) -> bytes | None:
+    """``size`` bytes at ``start`` if the page cache holds them all (and the file is that long)."""
+    if _RWF_NOWAIT is None:
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return None  # the thread path reports it properly
+    try:
+        buffer = bytearray(size)
+        got = os.preadv(fd, [buffer], start, _RWF_NOWAIT)
+    except OSError:  # EAGAIN: not cached; EOPNOTSUPP: a filesystem without RWF_NOWAIT
+        return None
+    finally:
+        os.close(fd)
+    return bytes(buffer) if got == size else None
+
+
 def _read_exactly(fd: int, size: int) -> bytes:
     data = os.read(fd, size)
     while len(data) < size:  # short reads happen on some filesystems (FUSE, network): read on
@@ -441,6 +466,11 @@ class FileBlobStore:
                 return None, first, 0
             return fd, first, remaining
 
+        if end is not None and 0 < end - start <= _INLINE_READ_MAX:
+            cached = _read_if_cached(path, start, end - start)
+            if cached is not None:
+                yield cached
+                return
         try:
             fd, first, remaining = await self._readers.run(open_and_read_first)
         except (FileNotFoundError, NotADirectoryError):
