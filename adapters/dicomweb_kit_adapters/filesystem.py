@@ -157,10 +157,10 @@ def _write_all(fd: int, pieces: list[bytes]) -> None:
                 views[0] = views[0][written:]
 
 
-#: Ranged reads up to this size (a frame, a header) are first tried on the event loop, from the
+#: Ranged reads up to this size (a 512x512 16-bit frame, a header) are tried on the event loop, from the
 #: page cache only (``RWF_NOWAIT``): a hit costs microseconds, where the hop to a reader thread
 #: and back costs ~0.1 ms and two wake-ups. A miss (or no RWF_NOWAIT) takes the thread.
-_INLINE_READ_MAX = 256 << 10
+_INLINE_READ_MAX = 1 << 20
 _RWF_NOWAIT: int | None = getattr(os, "RWF_NOWAIT", None)
 
 
