@@ -496,7 +496,12 @@ def _make_record(
 
 
 def _required_uid(ds: Dataset, keyword: str, sop_class: str | None, sop_instance: str | None = None) -> str:
-    value: Any = ds.get(keyword)
+    return required_uid(ds.get(keyword), keyword, sop_class, sop_instance)
+
+
+def required_uid(value: Any, keyword: str, sop_class: str | None, sop_instance: str | None = None) -> str:
+    """``value`` as a UID the instance cannot be stored without, else rejected with Failure
+    Reason 0xA900 (PS3.18 Table I.2-2) naming the attribute and, when known, the instance."""
     try:
         return validate_uid(str(value or ""), name=keyword)
     except ValueError as exc:

@@ -19,6 +19,7 @@ from .ingest import PreparedInstance, StoredInstance, commit_instances, prepare_
 
 if TYPE_CHECKING:
     from ..kit import DicomWeb
+    from ..settings import Settings
 
 __all__ = ["StoreOutcome", "store_instances"]
 
@@ -158,6 +159,15 @@ def _ui(value: str | None) -> dict[str, Any]:
     return {"vr": "UI", "Value": [value]} if value else {"vr": "UI"}
 
 
+def multipart_limits(settings: Settings) -> MultipartLimits:
+    """The request limits of ``settings`` for the STOW-RS body reader."""
+    return MultipartLimits(
+        max_header_bytes=settings.max_part_header_bytes,
+        max_parts=settings.max_parts,
+        max_body_bytes=settings.max_request_bytes,
+    )
+
+
 def check_request_type(content_type: str | None) -> str:
     """Validate the request's Content-Type (PS3.18 §10.5.1.2); return the multipart boundary."""
     if not content_type:
@@ -202,11 +212,7 @@ async def store_instances(
 
         return await store_metadata_instances(kit, body, boundary, root_type, study=study)
     settings = kit.settings
-    limits = MultipartLimits(
-        max_header_bytes=settings.max_part_header_bytes,
-        max_parts=settings.max_parts,
-        max_body_bytes=settings.max_request_bytes,
-    )
+    limits = multipart_limits(settings)
     expected_study = study.study if study is not None else None
     outcome = StoreOutcome()
     pending: list[PreparedInstance] = []

@@ -33,12 +33,12 @@ from ..codecs import dicom_json
 from ..codecs.bulk_instance import AssembledInstance, Segment, assemble
 from ..codecs.bulk_media import UnreadableBulkData
 from ..codecs.dicom_xml import DEFAULT_MAX_XML_SIZE, xml_to_json_dict
-from ..codecs.multipart import MultipartLimits, Part, parse_media_type, read_multipart
+from ..codecs.multipart import Part, parse_media_type, read_multipart
 from ..errors import DicomWebError, InstanceRejected, InvalidRequest, PayloadTooLarge
 from ..media_types import canonical_media_type
-from ..resources import ResourceKey, validate_uid
-from .ingest import PreparedInstance, commit_instances, prepare_instance
-from .stow import StoreOutcome
+from ..resources import ResourceKey
+from .ingest import PreparedInstance, commit_instances, prepare_instance, required_uid
+from .stow import StoreOutcome, multipart_limits
 
 if TYPE_CHECKING:
     from ..kit import DicomWeb
@@ -185,11 +185,7 @@ async def store_metadata_instances(
     stored. A body that breaks off raises (400, 413, 408), and then nothing is stored.
     """
     settings = kit.settings
-    limits = MultipartLimits(
-        max_header_bytes=settings.max_part_header_bytes,
-        max_parts=settings.max_parts,
-        max_body_bytes=settings.max_request_bytes,
-    )
+    limits = multipart_limits(settings)
     expected_study = study.study if study is not None else None
     outcome = StoreOutcome()
     datasets: list[Any] = []
@@ -320,17 +316,7 @@ def _required_uid(
     """A UID the instance cannot be stored without; Failure Reason 0xA900 as for Part 10 STOW-RS."""
     attr = metadata.get(key)
     values = attr.get("Value") if isinstance(attr, Mapping) else None
-    value = values[0] if isinstance(values, list) and values else None
-    try:
-        return validate_uid(str(value or ""), name=keyword)
-    except ValueError as exc:
-        why = "is missing" if not value else f"is not a valid UID: {str(value)[:70]!r}"
-        raise InstanceRejected(
-            f"{keyword} {why}",
-            failure_reason=status_codes.DATASET_DOES_NOT_MATCH_SOP_CLASS,
-            sop_class_uid=sop_class,
-            sop_instance_uid=sop_instance,
-        ) from exc
+    return required_uid(values[0] if isinstance(values, list) and values else None, keyword, sop_class, sop_instance)
 
 
 async def _stream(segments: list[Segment]) -> AsyncIterator[bytes | memoryview]:
