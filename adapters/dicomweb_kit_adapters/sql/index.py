@@ -93,6 +93,10 @@ class SqlIndex:
         self._sync: Engine | None = create_sync_engine(url, echo=echo) if self._kind == "sqlite" else None
         # SQLite: a connection of the event loop's own for one-row lookups (see ``get``).
         self._inline: Connection | None = None
+        # SQLite has one writer at a time; writers of this process queue here instead of in
+        # SQLite's busy handler, which sleeps in steps of up to 100 ms and wakes late (other
+        # processes still meet on busy_timeout).
+        self._sqlite_writer = anyio.Lock()
         self._indexed = indexed_attributes(extra_indexed)
         self._where = f"{self._kind} index"
         self._schema_version: int | None = None
@@ -179,7 +183,10 @@ class SqlIndex:
         raise AssertionError("unreachable")
 
     async def _write(self, work: Callable[[Connection], T], doing: str = "writing") -> T:
-        return await self._guard(partial(self._run, work, write=True), doing)
+        if self._sync is None:
+            return await self._guard(partial(self._run, work, write=True), doing)
+        async with self._sqlite_writer:
+            return await self._guard(partial(self._run, work, write=True), doing)
 
     async def _read(self, work: Callable[[Connection], T], doing: str = "reading") -> T:
         return await self._guard(partial(self._run, work, write=False), doing)
