@@ -19,19 +19,17 @@ from __future__ import annotations
 
 import argparse
 import functools
-import gc
 import hashlib
 import os
 import sys
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import multipart as multipart_lib  # type: ignore[import-untyped]
 import python_multipart
+from _timing import best_of
 
 from dicomweb_kit.codecs.multipart import (
     PART_END,
@@ -205,16 +203,6 @@ RUNNERS: dict[str, Callable[[Body, bool], list[tuple[int, bytes]]]] = {
     "multipart": run_multipart,
     "find-limit": run_find_limit,
 }
-
-
-def best_of(fn: Callable[[], object], reps: int) -> float:
-    best = float("inf")
-    for _ in range(reps):
-        gc.collect()
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def verify(name: str, body: Body) -> None:

@@ -27,11 +27,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
-import gc
 import io
 import os
 import sys
-import time
 import zipfile
 import zlib
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -39,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _timing import best_of
 
 from dicomweb_kit.codecs.multipart import new_boundary, write_multipart
 from dicomweb_kit.codecs.zip_stream import ZipEntry, write_zip
@@ -179,16 +178,6 @@ RUNNERS: dict[str, Callable[[Payload], object]] = {
     "copy": run_copy,
     "deflate-1": run_deflate,
 }
-
-
-def best_of(fn: Callable[[], object], reps: int) -> float:
-    best = float("inf")
-    for _ in range(reps):
-        gc.collect()
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def verify(payload: Payload) -> None:
