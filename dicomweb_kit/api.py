@@ -50,7 +50,7 @@ from .services import frames as frame_service
 from .services import pixeldata, rendered, wado
 from .services.ingest import PreparedInstance, StoredInstance, commit_instances, prepare_instance
 from .services.qido import SearchResult
-from .services.stow import StoreOutcome
+from .services.stow import StoreOutcome, commit_into
 from .ups import service as ups
 from .ups.store import Workitem, WorkitemPage
 
@@ -153,12 +153,7 @@ class DicomWebApi:
         pending: list[PreparedInstance] = []
 
         async def commit() -> None:
-            for result in await commit_instances(kit, pending):
-                if isinstance(result, InstanceRejected):
-                    outcome.failed.append(result)
-                else:
-                    outcome.stored.append(result)
-            pending.clear()
+            await commit_into(kit, pending, outcome)
 
         try:
             async for instance in _each(instances):

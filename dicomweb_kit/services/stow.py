@@ -159,6 +159,21 @@ def _ui(value: str | None) -> dict[str, Any]:
     return {"vr": "UI", "Value": [value]} if value else {"vr": "UI"}
 
 
+async def commit_into(kit: DicomWeb, pending: list[PreparedInstance], outcome: StoreOutcome) -> None:
+    """Commit the prepared instances of ``pending`` as one group and record each outcome.
+
+    ``pending`` is emptied first: a failed commit has deleted those blobs, so an error path that
+    commits what is left must not commit them again.
+    """
+    batch = pending[:]
+    pending.clear()
+    for result in await commit_instances(kit, batch):
+        if isinstance(result, InstanceRejected):
+            outcome.failed.append(result)
+        else:
+            outcome.stored.append(result)
+
+
 def multipart_limits(settings: Settings) -> MultipartLimits:
     """The request limits of ``settings`` for the STOW-RS body reader."""
     return MultipartLimits(
@@ -221,14 +236,7 @@ async def store_instances(
     error: Exception | None = None  # the body (or the store) failed: raised after the tasks end
 
     async def commit() -> None:
-        # Taken out first: a failed commit deleted these blobs, and must not be retried below.
-        batch = pending[:]
-        pending.clear()
-        for result in await commit_instances(kit, batch):
-            if isinstance(result, InstanceRejected):
-                outcome.failed.append(result)
-            else:
-                outcome.stored.append(result)
+        await commit_into(kit, pending, outcome)
 
     async def collect(*, wait: bool) -> None:
         """Move finished preparations to ``pending`` in body order; commit full groups."""

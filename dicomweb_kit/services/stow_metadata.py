@@ -37,8 +37,8 @@ from ..codecs.multipart import Part, parse_media_type, read_multipart
 from ..errors import DicomWebError, InstanceRejected, InvalidRequest, PayloadTooLarge
 from ..media_types import canonical_media_type
 from ..resources import ResourceKey
-from .ingest import PreparedInstance, commit_instances, prepare_instance, required_uid
-from .stow import StoreOutcome, multipart_limits
+from .ingest import PreparedInstance, prepare_instance, required_uid
+from .stow import StoreOutcome, commit_into, multipart_limits
 
 if TYPE_CHECKING:
     from ..kit import DicomWeb
@@ -212,8 +212,8 @@ async def store_metadata_instances(
                 log.info("STOW-RS instance rejected: %s", rejected.message)
                 outcome.failed.append(rejected)
             if len(pending) >= _GROUP_COMMIT:
-                await _commit(kit, pending, outcome)
-        await _commit(kit, pending, outcome)
+                await commit_into(kit, pending, outcome)
+        await commit_into(kit, pending, outcome)
         unused = sum(1 for p in spool.parts if not p.looked_up)
         if unused:
             log.info("STOW-RS: %d bulk data part(s) named by no BulkDataURI were ignored", unused)
@@ -250,15 +250,6 @@ def _parse_metadata(data: bytes, media_type: str) -> list[Any]:
     parsed = dicom_json.decode(data)
     # PS3.18 §F.2.1: an array of data sets; a lone object is accepted as an array of one.
     return parsed if isinstance(parsed, list) else [parsed]
-
-
-async def _commit(kit: DicomWeb, pending: list[PreparedInstance], outcome: StoreOutcome) -> None:
-    for result in await commit_instances(kit, pending):
-        if isinstance(result, InstanceRejected):
-            outcome.failed.append(result)
-        else:
-            outcome.stored.append(result)
-    pending.clear()
 
 
 async def _prepare(kit: DicomWeb, metadata: Any, spool: _BulkSpool, expected_study: str | None) -> PreparedInstance:

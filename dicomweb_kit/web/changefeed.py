@@ -34,6 +34,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from ..changefeed import ChangeEntry, ChangeFeed, ChangeFilter, follow_with_idle
 from ..errors import InvalidRequest, ResourceNotFound
 from ..resources import validate_uid
+from .ups_events import until_client_leaves
 
 if TYPE_CHECKING:
     from ..kit import DicomWeb
@@ -161,7 +162,7 @@ class ChangeFeedEndpoints:
         await websocket.accept()
         open_ = False
         async with anyio.create_task_group() as group:
-            group.start_soon(_until_client_leaves, websocket, group.cancel_scope)
+            group.start_soon(until_client_leaves, websocket, group.cancel_scope)
             open_ = await self._send(websocket, feed, numbers.get("after", 0), filter)
             group.cancel_scope.cancel()
         if open_ and websocket.application_state == WebSocketState.CONNECTED:
@@ -179,15 +180,3 @@ class ChangeFeedEndpoints:
             log.info("change feed WebSocket closed: %s", err)
             return False
         return True
-
-
-async def _until_client_leaves(websocket: WebSocket, scope: anyio.CancelScope) -> None:
-    """Read (and ignore) what the client sends; when it disconnects, stop the sender."""
-    try:
-        while True:
-            message = await websocket.receive()
-            if message["type"] == "websocket.disconnect":
-                break
-    finally:
-        scope.cancel()
-

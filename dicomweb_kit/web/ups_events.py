@@ -38,7 +38,7 @@ from ..ups.subscriptions import FILTERED_WORKLIST_UID
 if TYPE_CHECKING:
     from ..kit import DicomWeb
 
-__all__ = ["UpsEventEndpoints"]
+__all__ = ["UpsEventEndpoints", "until_client_leaves"]
 
 log = logging.getLogger("dicomweb_kit.web")
 
@@ -90,7 +90,7 @@ class UpsEventEndpoints:
         await websocket.accept()
         open_ = False  # stays False when the client leaves (the sender is cancelled)
         async with self.kit.events.subscribe(subscriber_topic(ae_title)) as wakeups, anyio.create_task_group() as group:
-            group.start_soon(_until_client_leaves, websocket, group.cancel_scope)
+            group.start_soon(until_client_leaves, websocket, group.cancel_scope)
             open_ = await self._send_reports(websocket, ae_title, wakeups)
             group.cancel_scope.cancel()
         if open_ and websocket.application_state == WebSocketState.CONNECTED:
@@ -125,7 +125,7 @@ class UpsEventEndpoints:
                     return True
 
 
-async def _until_client_leaves(websocket: WebSocket, scope: anyio.CancelScope) -> None:
+async def until_client_leaves(websocket: WebSocket, scope: anyio.CancelScope) -> None:
     """Read (and ignore) what the client sends; when it disconnects, stop the sender."""
     try:
         while True:

@@ -7,22 +7,24 @@ fastest PostgreSQL driver, native asyncio, server-side prepared statements) and 
 
 from __future__ import annotations
 
+import random
 import re
-from collections.abc import Sequence
-from typing import Any, Final, Literal
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Final, Literal, TypeVar
 
+import anyio
 import sqlalchemy
 from sqlalchemy import ColumnElement, event, make_url
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.dialects.sqlite.base import SQLiteCompiler
 from sqlalchemy.engine import URL, Engine
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import QueuePool
 from sqlalchemy.sql.dml import Insert
 from sqlalchemy.sql.schema import Table
 
-from dicomweb_kit import ConfigurationError
+from dicomweb_kit import ConfigurationError, StorageUnavailable
 
 __all__ = [
     "Kind",
@@ -305,3 +307,31 @@ def matches_pattern(kind: Kind, column: ColumnElement[Any], tokens: Pattern) -> 
         glob: ColumnElement[bool] = column.op("GLOB")(_glob(tokens))
         return glob
     return column.like(_like(tokens), escape="!")
+
+
+_T = TypeVar("_T")
+#: Tries of one operation on deadlocks, serialization failures and busy databases.
+ATTEMPTS: Final = 12
+
+
+async def guarded(kind: Kind, where: str, action: Callable[[], Awaitable[_T]], doing: str) -> _T:
+    """Run ``action``, again on the errors :func:`is_retryable` names (with a short random
+    back-off); any other database or I/O error becomes StorageUnavailable naming ``where``."""
+    for attempt in range(ATTEMPTS):
+        try:
+            return await action()
+        except DBAPIError as err:
+            if attempt + 1 < ATTEMPTS and is_retryable(kind, err):
+                await anyio.sleep(random.uniform(0.005, 0.02) * (attempt + 1))
+                continue
+            raise StorageUnavailable(f"The {where} failed while {doing}: {error_reason(err)}") from err
+        except (SQLAlchemyError, OSError, TimeoutError) as err:
+            raise StorageUnavailable(f"The {where} is unavailable while {doing}: {error_reason(err)}") from err
+    raise AssertionError("unreachable")
+
+
+def error_reason(err: BaseException) -> str:
+    """The first line of the driver's message, for a client-facing error (no server paths)."""
+    orig = getattr(err, "orig", None) or err.__cause__ or err
+    text = f"{type(orig).__name__}: {orig}".strip()
+    return text.splitlines()[0][:300] if text else type(err).__name__

@@ -9,7 +9,6 @@ exact and lets the newest instance write the representative columns.
 from __future__ import annotations
 
 import functools
-import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
@@ -18,7 +17,7 @@ import anyio
 import msgspec
 from sqlalchemy import ColumnElement, Row, bindparam, delete, func, insert, select, true, tuple_, update
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 
 from dicomweb_kit import (
     AddOutcome,
@@ -30,12 +29,11 @@ from dicomweb_kit import (
     Query,
     ResourceKey,
     ScopeSummary,
-    StorageUnavailable,
 )
 
 from . import changefeed as _changefeed
 from . import search as _search
-from .dialects import create_engine, create_sync_engine, insert_ignore, is_retryable
+from .dialects import create_engine, create_sync_engine, guarded, insert_ignore
 from .extract import indexed_attributes, representative, value_rows
 from .migrations import SCHEMA_VERSION, upgrade
 from .schema import SERIES_COLUMNS, STUDY_COLUMNS, instance_values, instances, series, studies
@@ -48,7 +46,6 @@ __all__ = ["SqlIndex"]
 
 T = TypeVar("T")
 
-_ATTEMPTS: Final = 12
 _BATCH: Final = 500
 _RECORDS_PAGE: Final = 1000  # a 500-instance series in one page, and no empty second one
 
@@ -170,17 +167,7 @@ class SqlIndex:
     # ----------------------------------------------------------------------------------------
 
     async def _guard(self, action: Callable[[], Awaitable[T]], doing: str) -> T:
-        for attempt in range(_ATTEMPTS):
-            try:
-                return await action()
-            except DBAPIError as err:
-                if attempt + 1 < _ATTEMPTS and is_retryable(self._kind, err):
-                    await anyio.sleep(random.uniform(0.005, 0.02) * (attempt + 1))
-                    continue
-                raise StorageUnavailable(f"The {self._where} failed while {doing}: {_reason(err)}") from err
-            except (SQLAlchemyError, OSError, TimeoutError) as err:
-                raise StorageUnavailable(f"The {self._where} is unavailable while {doing}: {_reason(err)}") from err
-        raise AssertionError("unreachable")
+        return await guarded(self._kind, self._where, action, doing)
 
     async def _write(self, work: Callable[[Connection], T], doing: str = "writing") -> T:
         if self._sync is None:
@@ -517,12 +504,6 @@ def _new_id(result: Any) -> int:
     key = result.inserted_primary_key
     assert key is not None
     return int(key[0])
-
-
-def _reason(err: BaseException) -> str:
-    orig = getattr(err, "orig", None) or err.__cause__ or err
-    text = f"{type(orig).__name__}: {orig}".strip()
-    return text.splitlines()[0][:300] if text else type(err).__name__
 
 
 def _transaction(engine: Engine, work: Callable[[Connection], T], write: bool) -> T:

@@ -13,20 +13,16 @@ page is full (a worklist is small next to an archive; the state column keeps the
 
 from __future__ import annotations
 
-import random
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, TypeVar
 
-import anyio
 import msgspec
 from sqlalchemy import Select, func, insert, select, update
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from dicomweb_kit import (
     Query,
     SingleValue,
-    StorageUnavailable,
     UidList,
     Workitem,
     WorkitemPage,
@@ -34,7 +30,7 @@ from dicomweb_kit import (
     sort_entities,
 )
 
-from .dialects import Kind, create_engine, is_retryable
+from .dialects import Kind, create_engine, guarded
 from .migrations import upgrade
 from .schema import workitems
 
@@ -42,7 +38,6 @@ __all__ = ["SqlWorkitemStore"]
 
 T = TypeVar("T")
 
-_ATTEMPTS: Final = 12
 _BATCH: Final = 500
 _STATE_TAG: Final = 0x00741000
 _UID_TAG: Final = 0x00080018
@@ -86,21 +81,7 @@ class SqlWorkitemStore:
     # ----------------------------------------------------------------------------------------
 
     async def _guard(self, action: Callable[[], Awaitable[T]], doing: str) -> T:
-        for attempt in range(_ATTEMPTS):
-            try:
-                return await action()
-            except DBAPIError as err:
-                if attempt + 1 < _ATTEMPTS and is_retryable(self._kind, err):
-                    await anyio.sleep(random.uniform(0.005, 0.02) * (attempt + 1))
-                    continue
-                raise StorageUnavailable(
-                    f"The {self._kind} workitem store failed while {doing}: {_reason(err)}"
-                ) from err
-            except (SQLAlchemyError, OSError, TimeoutError) as err:
-                raise StorageUnavailable(
-                    f"The {self._kind} workitem store is unavailable while {doing}: {_reason(err)}"
-                ) from err
-        raise AssertionError("unreachable")
+        return await guarded(self._kind, f"{self._kind} workitem store", action, doing)
 
     async def _run(self, work: Callable[[AsyncConnection], Awaitable[T]], *, write: bool, doing: str) -> T:
         async def once() -> T:
@@ -201,9 +182,3 @@ def _workitem(row: Any) -> Workitem:
         transaction_uid=row.transaction_uid,
         version=int(row.version),
     )
-
-
-def _reason(err: BaseException) -> str:
-    orig = getattr(err, "orig", None) or err.__cause__ or err
-    text = f"{type(orig).__name__}: {orig}".strip()
-    return text.splitlines()[0][:300] if text else type(err).__name__
