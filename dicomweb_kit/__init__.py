@@ -54,6 +54,7 @@ from .render_cache import MemoryRenderCache, RenderCache
 from .resources import Level, ResourceKey, validate_uid
 from .settings import Settings
 from .storage import BlobInfo, BlobStore
+from .tenancy import TenantScoped, current_tenant, tenant_identifier, validate_tenant
 from .ups.memory import MemoryWorkitemStore
 from .ups.store import Workitem, WorkitemPage, WorkitemStore, search_workitems
 from .ups.subscriptions import (
@@ -68,6 +69,10 @@ from .ups.subscriptions import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "TenantScoped",
+    "current_tenant",
+    "tenant_identifier",
+    "validate_tenant",
     "DATE_TIME_VRS",
     "NUMERIC_VRS",
     "AddOutcome",

@@ -32,6 +32,7 @@ from pydicom.tag import Tag
 from . import status_codes
 from .errors import ConfigurationError
 from .index import InstanceRecord
+from .tenancy import acting_for, current_tenant
 
 __all__ = [
     "DRAIN_SECONDS",
@@ -120,6 +121,9 @@ def apply_coercion(dataset: Dataset, coerce: Coerce, /) -> None:
         dataset.file_meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
 
 
+_Call = tuple[str | None, Sequence[InstanceRecord]]  # (tenant, records) of one queued hook call
+
+
 class AfterStoreRunner:
     """Runs the after-store hook in the background of the kit's lifespan, bounded.
 
@@ -136,13 +140,13 @@ class AfterStoreRunner:
         self._hook = hook
         self._concurrency = concurrency
         self._backlog = backlog
-        self._send: MemoryObjectSendStream[Sequence[InstanceRecord]] | None = None
+        self._send: MemoryObjectSendStream[_Call] | None = None
         self._group: TaskGroup | None = None
         self._done = anyio.Event()
 
     async def start(self) -> None:
         """Start the workers (the kit calls it on entering its lifespan, in the lifespan's task)."""
-        send, receive = anyio.create_memory_object_stream[Sequence[InstanceRecord]](self._backlog)
+        send, receive = anyio.create_memory_object_stream[_Call](self._backlog)
         self._done = anyio.Event()
         group = anyio.create_task_group()
         await group.__aenter__()
@@ -163,19 +167,23 @@ class AfterStoreRunner:
             group.cancel_scope.cancel()
         await group.__aexit__(None, None, None)
 
-    def submit(self, records: Sequence[InstanceRecord], /) -> None:
-        """Queue one call with ``records``; never waits."""
+    def for_tenant(self, tenant: str, /) -> AfterStoreRunner:
+        """This runner for a tenant's kit: its calls run with ``current_tenant() == tenant``."""
+        return _TenantAfterStore(self, tenant)
+
+    def submit(self, records: Sequence[InstanceRecord], /, *, tenant: str | None = None) -> None:
+        """Queue one call with ``records``, run for ``tenant`` (default: the current one); never waits."""
         if not records:
             return
         if self._send is None:
             log.error("after-store hook not run for %d instances: the kit's lifespan is not running", len(records))
             return
         try:
-            self._send.send_nowait(list(records))
+            self._send.send_nowait((tenant or current_tenant(), list(records)))
         except anyio.WouldBlock:
             log.error("after-store hook backlog full (%d calls): %d instances skipped", self._backlog, len(records))
 
-    async def _supervise(self, receive: MemoryObjectReceiveStream[Sequence[InstanceRecord]]) -> None:
+    async def _supervise(self, receive: MemoryObjectReceiveStream[_Call]) -> None:
         try:
             async with receive, anyio.create_task_group() as workers:
                 for _ in range(self._concurrency):
@@ -183,10 +191,28 @@ class AfterStoreRunner:
         finally:
             self._done.set()
 
-    async def _work(self, receive: MemoryObjectReceiveStream[Sequence[InstanceRecord]]) -> None:
+    async def _work(self, receive: MemoryObjectReceiveStream[_Call]) -> None:
         async with receive:
-            async for records in receive:
+            async for tenant, records in receive:
                 try:
-                    await self._hook(records)
+                    with acting_for(tenant):
+                        await self._hook(records)
                 except Exception:
                     log.exception("after-store hook failed for %d instances", len(records))
+
+
+class _TenantAfterStore(AfterStoreRunner):
+    """A tenant kit's handle on the root kit's runner (which the root's lifespan starts and stops)."""
+
+    def __init__(self, runner: AfterStoreRunner, tenant: str) -> None:  # no super(): shares the root's
+        self._runner = runner
+        self._tenant = tenant
+
+    async def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
+
+    def submit(self, records: Sequence[InstanceRecord], /, *, tenant: str | None = None) -> None:
+        self._runner.submit(records, tenant=tenant or self._tenant)

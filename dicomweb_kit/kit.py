@@ -3,25 +3,38 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import AsyncIterator, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
+
+import anyio
 
 from .api import DicomWebApi
 from .authorization import Authorize, Authorizer, Identify
 from .changefeed import ChangeEntry, ChangeFeed, ChangeFilter, follow
 from .errors import ConfigurationError
 from .events import EventBus, MemoryEventBus
-from .hooks import AfterStore, AfterStoreRunner, BeforeStore
+from .hooks import AfterStore, AfterStoreRunner, BeforeStore, IncomingInstance
 from .index import InstanceIndex
 from .render_cache import MemoryRenderCache, RenderCache
 from .settings import Settings
 from .storage import BlobStore
+from .tenancy import (
+    PrefixedBlobStore,
+    TenantEventBus,
+    TenantRenderCache,
+    TenantScoped,
+    acting_for,
+    validate_tenant,
+)
 from .ups.memory import MemoryWorkitemStore
 from .ups.store import WorkitemStore
 from .ups.subscriptions import MemorySubscriptionStore, SubscriptionStore
 
 if TYPE_CHECKING:
+    from .hooks import Coerce, Reject
+    from .web.tenants import TenantResolver
     from .web.types import ASGIApp
 
 __all__ = ["DicomWeb"]
@@ -70,6 +83,9 @@ class DicomWeb(DicomWebApi):
         identify: turns the Starlette request into the identity the hook is given (sync or
             async; default ``request.user`` if set, else ``None``).
         hide_denied: answer a denied resource 404, as if it were not stored, instead of 403.
+        tenants: how an HTTP request names its tenant (:mod:`dicomweb_kit.web.tenants`: a path
+            segment, a header, or the host's own claim); each tenant is an archive of its own
+            (:meth:`tenant`). ``None``: one archive, no tenants over HTTP.
 
     Raises:
         ConfigurationError: an adapter does not implement its protocol.
@@ -92,6 +108,7 @@ class DicomWeb(DicomWebApi):
         authorize: Authorize | None = None,
         identify: Identify | None = None,
         hide_denied: bool = False,
+        tenants: TenantResolver | None = None,
     ) -> None:
         if not isinstance(blobs, BlobStore):
             raise ConfigurationError(f"blobs must implement dicomweb_kit.BlobStore; {type(blobs).__name__} does not")
@@ -106,6 +123,12 @@ class DicomWeb(DicomWebApi):
             render_cache if render_cache is not None else MemoryRenderCache(self.settings.thumbnail_cache_bytes)
         )
         self.events: EventBus = events if events is not None else MemoryEventBus()
+        # Which stores came from the index: a tenant's kit takes them from the tenant's index.
+        self._from_index = {
+            "subscriptions": subscriptions is None and hasattr(index, "ups_subscriptions"),
+            "workitems": workitems is None and hasattr(index, "ups_workitems"),
+            "changefeed": changefeed is None and hasattr(index, "change_feed"),
+        }
         if subscriptions is None:
             factory = getattr(index, "ups_subscriptions", None)
             subscriptions = factory() if factory is not None else MemorySubscriptionStore()
@@ -137,15 +160,88 @@ class DicomWeb(DicomWebApi):
         self.authorizer = (
             Authorizer(authorize, identify=identify, hide_denied=hide_denied) if authorize is not None else None
         )
+        if tenants is not None and not isinstance(index, TenantScoped):
+            raise ConfigurationError(
+                f"tenants= needs an index that can hold tenants; {type(index).__name__} has no for_tenant() "
+                "(see dicomweb_kit.tenancy.TenantScoped)"
+            )
+        self.tenants = tenants
+        #: The tenant this kit is the view of (:meth:`tenant`); ``None`` for the root kit.
+        self.tenant_id: str | None = None
+        self._tenant_kits: dict[str, DicomWeb] = {}
+        self._tenant_lock = anyio.Lock()
         self._app: ASGIApp | None = None
+
+    async def tenant(self, tenant: str, /) -> DicomWeb:
+        """The kit of ``tenant``: the same services and hooks over that tenant's data only.
+
+        Its adapters are the root adapters' ``for_tenant(tenant)`` (:mod:`dicomweb_kit.tenancy`),
+        opened on first use; the same UIDs in two tenants are two different instances. The
+        returned kit is cached and lives as long as this one (do not close it)::
+
+            acme = await kit.tenant("acme")
+            await acme.store(dataset)
+
+        Raises:
+            InvalidTenant: ``tenant`` is not a tenant ID (:data:`~dicomweb_kit.tenancy.TENANT_ID`).
+            ConfigurationError: an adapter cannot hold tenants (no ``for_tenant``), or this kit
+                is already a tenant's.
+        """
+        if self.tenant_id is not None:
+            raise ConfigurationError(f"this kit is tenant {self.tenant_id!r}'s; tenants do not nest")
+        tenant = validate_tenant(tenant)
+        found = self._tenant_kits.get(tenant)
+        if found is not None:
+            return found
+        async with self._tenant_lock:
+            found = self._tenant_kits.get(tenant)
+            if found is None:
+                found = await self._open_tenant(tenant)
+                self._tenant_kits[tenant] = found
+        return found
+
+    async def _open_tenant(self, tenant: str) -> DicomWeb:
+        child = copy.copy(self)
+        child.tenant_id, child.tenants, child._app, child._tenant_kits = tenant, None, None, {}
+        child.blobs = (
+            self.blobs.for_tenant(tenant)
+            if isinstance(self.blobs, TenantScoped)
+            else PrefixedBlobStore(self.blobs, tenant)
+        )
+        index: Any = _scoped(self.index, tenant, "index")
+        child.index = index
+        child.workitems = (
+            index.ups_workitems() if self._from_index["workitems"] else _scoped(self.workitems, tenant, "workitems")
+        )
+        child.subscriptions = (
+            index.ups_subscriptions()
+            if self._from_index["subscriptions"]
+            else _scoped(self.subscriptions, tenant, "subscriptions")
+        )
+        if self._from_index["changefeed"]:
+            child.changefeed = index.change_feed()
+        elif self.changefeed is not None:
+            child.changefeed = _scoped(self.changefeed, tenant, "changefeed")
+        child.events = TenantEventBus(self.events, tenant)
+        child.render_cache = TenantRenderCache(self.render_cache, tenant)
+        if self.before_store is not None:
+            child.before_store = _before_store_for(self.before_store, tenant)
+        if self.after_store is not None:
+            child.after_store = self.after_store.for_tenant(tenant)
+        for adapter in (child.blobs, child.index, child.workitems, child.subscriptions):
+            opener = getattr(adapter, "open", None)
+            if opener is not None:
+                await opener()
+        return child
 
     @property
     def app(self) -> ASGIApp:
         """The ASGI application serving the DICOMweb resources at its root."""
         if self._app is None:
             from .web.app import create_app
+            from .web.tenants import tenant_app
 
-            self._app = create_app(self)
+            self._app = tenant_app(self, self.tenants) if self.tenants is not None else create_app(self)
         return self._app
 
     @property
@@ -193,7 +289,7 @@ class DicomWeb(DicomWebApi):
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close both adapters."""
+        """Close the adapters (which close the adapters they gave the tenants' kits)."""
         try:
             if self.after_store is not None:
                 await self.after_store.stop()
@@ -203,3 +299,20 @@ class DicomWeb(DicomWebApi):
             await self.index.aclose()
         finally:
             await self.blobs.aclose()
+
+
+def _scoped(adapter: Any, tenant: str, role: str) -> Any:
+    if not isinstance(adapter, TenantScoped):
+        raise ConfigurationError(
+            f"the {role} ({type(adapter).__name__}) cannot hold tenants: it has no for_tenant() "
+            "(see dicomweb_kit.tenancy.TenantScoped)"
+        )
+    return adapter.for_tenant(tenant)
+
+
+def _before_store_for(hook: BeforeStore, tenant: str) -> BeforeStore:
+    async def before_store(incoming: IncomingInstance) -> Coerce | Reject | None:
+        with acting_for(tenant):
+            return await hook(incoming)
+
+    return before_store

@@ -8,6 +8,7 @@ Layout under ``root``::
       .tmp/.tmp-k3j9x2q1                       in-flight puts (or a crash's leftovers)
       e8/41/0c1d2e3f4a5b6c7d8e9fa0b1c2d3e4f5   the blob under key "0c1d2e3f4a5b6c7d8e9fa0b1c2d3e4f5"
       7e/50/study.a~41                         the blob under key "Study/A" (see File name)
+      tenants/acme/...                         tenant "acme"'s blobs, the same layout (for_tenant)
 
 * **Shard directories.** ``blake2s(key)`` (2-byte digest) as hex ``abcd`` puts the blob in
   ``root/ab/cd/``: 65,536 leaf directories, spread uniformly whatever the keys look like, so no
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import errno
 import hashlib
 import os
@@ -51,7 +53,7 @@ from typing import TypeVar
 import anyio
 import anyio.to_thread
 
-from dicomweb_kit import BlobInfo, InvalidRequest, ResourceNotFound, StorageUnavailable
+from dicomweb_kit import BlobInfo, InvalidRequest, ResourceNotFound, StorageUnavailable, validate_tenant
 
 __all__ = ["FileBlobStore"]
 
@@ -62,6 +64,7 @@ _MAX_KEY = 128
 _NAME = re.compile(r"[a-z0-9_.-]+(?:~[0-9a-f]+)?")
 _SHARD = re.compile(r"[0-9a-f]{2}")
 _TEMP_DIR = ".tmp"
+_TENANTS_DIR = "tenants"  # not a shard name: iter_keys of the root never walks into it
 _TEMP_PREFIX = ".tmp-"
 _MB = 1 << 20
 # Buffers per writev() call: under every platform's IOV_MAX (1024 on Linux and macOS).
@@ -327,6 +330,20 @@ class FileBlobStore:
         self._unsynced_dirs: set[str] = set()
         self._stale_temp_after = stale_temp_after
         self._readers = _ReadThreads(read_threads)
+        self._tenants: dict[str, FileBlobStore] = {}
+
+    def for_tenant(self, tenant: str, /) -> FileBlobStore:
+        """The blobs of ``tenant``, under ``<root>/tenants/<tenant>`` with the same layout and
+        settings (:class:`dicomweb_kit.tenancy.TenantScoped`); its reads share this store's threads.
+        A tenant's data is one directory: moved, backed up or removed as one."""
+        found = self._tenants.get(tenant)
+        if found is None:
+            found = copy.copy(self)
+            found.root = os.path.join(self.root, _TENANTS_DIR, validate_tenant(tenant))
+            found._temp_dir = os.path.join(found.root, _TEMP_DIR)
+            found._unsynced_dirs, found._tenants = set(), {}
+            self._tenants[tenant] = found
+        return found
 
     def __repr__(self) -> str:
         return f"FileBlobStore({self.root!r})"

@@ -25,6 +25,7 @@ from dicomweb_kit import (
     ScopeSummary,
     instance_matches,
     sort_entities,
+    validate_tenant,
 )
 
 __all__ = ["MemoryBlobStore", "MemoryIndex"]
@@ -35,6 +36,11 @@ class MemoryBlobStore:
 
     def __init__(self) -> None:
         self._blobs: dict[str, bytes] = {}
+        self._tenants: dict[str, MemoryBlobStore] = {}
+
+    def for_tenant(self, tenant: str, /) -> MemoryBlobStore:
+        """The blobs of ``tenant``: a dict of their own (:class:`dicomweb_kit.tenancy.TenantScoped`)."""
+        return self._tenants.setdefault(validate_tenant(tenant), MemoryBlobStore())
 
     async def put(self, key: str, chunks: AsyncIterable[bytes | memoryview], /, *, durable: bool = True) -> BlobInfo:
         pieces = [bytes(chunk) async for chunk in chunks]
@@ -90,6 +96,12 @@ class MemoryIndex:
         self._where: dict[str, tuple[str, str]] = {}  # SOP Instance UID -> (study, series)
         self._clock = count()
         self._feed = MemoryChangeFeed()  # appended in the same step as each change
+        self._tenants: dict[str, MemoryIndex] = {}
+
+    def for_tenant(self, tenant: str, /) -> MemoryIndex:
+        """The index of ``tenant``: records, change feed and all of its own
+        (:class:`dicomweb_kit.tenancy.TenantScoped`)."""
+        return self._tenants.setdefault(validate_tenant(tenant), MemoryIndex())
 
     async def add(self, record: InstanceRecord, /, *, on_existing: Literal["keep", "replace"]) -> AddOutcome:
         return (await self.add_many([record], on_existing=on_existing))[0]

@@ -10,6 +10,7 @@ from typing import Any
 import msgspec
 
 from ..query.terms import Query
+from ..tenancy import validate_tenant
 from .store import Workitem, WorkitemPage, search_workitems
 
 __all__ = ["MemoryWorkitemStore"]
@@ -31,6 +32,11 @@ class MemoryWorkitemStore:
 
     def __init__(self) -> None:
         self._items: dict[str, Workitem] = {}
+        self._tenants: dict[str, MemoryWorkitemStore] = {}
+
+    def for_tenant(self, tenant: str, /) -> MemoryWorkitemStore:
+        """The workitems of ``tenant``: a dict of their own (:class:`dicomweb_kit.tenancy.TenantScoped`)."""
+        return self._tenants.setdefault(validate_tenant(tenant), MemoryWorkitemStore())
 
     async def create(self, item: Workitem, /) -> bool:
         if item.uid in self._items:

@@ -160,6 +160,13 @@ class MemorySubscriptionStore:
     def __init__(self) -> None:
         self._subscriptions: dict[tuple[str, str], Subscription] = {}
         self._logs: dict[str, _Log] = {}
+        self._tenants: dict[str, MemorySubscriptionStore] = {}
+
+    def for_tenant(self, tenant: str, /) -> MemorySubscriptionStore:
+        """The subscriptions of ``tenant``: a dict of their own (:class:`dicomweb_kit.tenancy.TenantScoped`)."""
+        from ..tenancy import validate_tenant
+
+        return self._tenants.setdefault(validate_tenant(tenant), MemorySubscriptionStore())
 
     async def subscribe(self, subscription: Subscription, /, *, workitems: Sequence[str] = ()) -> None:
         ae = subscription.ae_title

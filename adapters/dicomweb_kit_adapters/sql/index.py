@@ -18,6 +18,7 @@ import msgspec
 from sqlalchemy import ColumnElement, Row, bindparam, delete, func, insert, select, true, tuple_, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dicomweb_kit import (
     AddOutcome,
@@ -29,6 +30,7 @@ from dicomweb_kit import (
     Query,
     ResourceKey,
     ScopeSummary,
+    validate_tenant,
 )
 
 from . import changefeed as _changefeed
@@ -37,6 +39,7 @@ from .dialects import create_engine, create_sync_engine, guarded, insert_ignore
 from .extract import indexed_attributes, representative, value_rows
 from .migrations import SCHEMA_VERSION, upgrade
 from .schema import SERIES_COLUMNS, STUDY_COLUMNS, instance_values, instances, series, studies
+from .tenants import create_namespace, tenant_location
 from .workitems import SqlWorkitemStore
 
 if TYPE_CHECKING:
@@ -85,6 +88,9 @@ class SqlIndex:
         schema: str | None = None,
     ) -> None:
         self._kind, self._engine = create_engine(url, schema=schema, echo=echo)
+        self._url, self._schema, self._extra_indexed, self._echo = url, schema, tuple(extra_indexed), echo
+        self._tenants: dict[str, SqlIndex] = {}
+        self._parent_engine: AsyncEngine | None = None  # a tenant's: creates its namespace in open()
         # SQLite: reads and writes run on a synchronous pysqlite engine in a worker thread
         # (the aiosqlite engine above only runs the migrations in open()).
         self._sync: Engine | None = create_sync_engine(url, echo=echo) if self._kind == "sqlite" else None
@@ -121,14 +127,36 @@ class SqlIndex:
 
         return SqlSubscriptionStore(self)
 
+    def for_tenant(self, tenant: str, /) -> SqlIndex:
+        """The index of ``tenant``, in a namespace of its own on the same server: a file beside
+        this one on SQLite, a schema on PostgreSQL, a database on MariaDB (``sql/tenants.py``),
+        with the same settings (:class:`dicomweb_kit.tenancy.TenantScoped`). Its workitems,
+        subscriptions and change feed live there too. ``open()`` creates the namespace and
+        tables; closing this index closes it."""
+        found = self._tenants.get(tenant)
+        if found is None:
+            url, schema = tenant_location(self._kind, self._url, self._schema, validate_tenant(tenant))
+            found = SqlIndex(url, extra_indexed=self._extra_indexed, echo=self._echo, schema=schema)
+            found._parent_engine = self._engine
+            self._tenants[tenant] = found
+        return found
+
     async def open(self) -> None:
         """Create or upgrade the schema (idempotent; safe from several workers at once)."""
+        if self._parent_engine is not None:
+            parent = self._parent_engine
+            await self._guard(
+                lambda: create_namespace(self._kind, parent, self._url, self._schema), "creating the tenant's tables"
+            )
         await self._guard(lambda: upgrade(self._engine, self._kind), "opening")
         self._schema_version = SCHEMA_VERSION
         if self._sync is not None and self._inline is None:
             self._inline = await self._guard(partial(anyio.to_thread.run_sync, self._sync.connect), "opening")
 
     async def aclose(self) -> None:
+        tenants, self._tenants = list(self._tenants.values()), {}
+        for tenant in tenants:
+            await tenant.aclose()
         inline, self._inline = self._inline, None
         if inline is not None:
             await anyio.to_thread.run_sync(inline.close)
