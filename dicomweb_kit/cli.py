@@ -39,6 +39,8 @@ ENV_CORS_ALLOW_CREDENTIALS = "DICOMWEB_KIT_CORS_ALLOW_CREDENTIALS"
 ENV_CROSS_ORIGIN_ISOLATION = "DICOMWEB_KIT_CROSS_ORIGIN_ISOLATION"
 ENV_REDOC_JS = "DICOMWEB_KIT_REDOC_JS"
 ENV_STUDY_BROWSER = "DICOMWEB_KIT_STUDY_BROWSER"
+ENV_TENANT_PATH = "DICOMWEB_KIT_TENANT_PATH"
+ENV_TENANT_HEADER = "DICOMWEB_KIT_TENANT_HEADER"
 DEFAULT_DATA_DIR = "dicomweb-data"
 
 
@@ -137,7 +139,17 @@ def build_kit(
         study_browser=study_browser,
         **_cross_origin_settings(),
     )
-    return DicomWeb(blobs=blobs, index=index, settings=settings, events=bus)
+    return DicomWeb(blobs=blobs, index=index, settings=settings, events=bus, tenants=_tenant_resolver())
+
+
+def _tenant_resolver() -> Any:
+    """``serve --tenant-path`` / ``--tenant-header`` (through the environment, for the workers)."""
+    from .web.tenants import TenantFromHeader, TenantFromPath
+
+    path, header = os.environ.get(ENV_TENANT_PATH, ""), os.environ.get(ENV_TENANT_HEADER, "")
+    if path:
+        return TenantFromPath(path)
+    return TenantFromHeader(header) if header else None
 
 
 def _flag(name: str) -> bool:
@@ -185,6 +197,8 @@ def create_standalone_app() -> Any:
             gc.freeze()
             yield
 
+    if os.environ.get(ENV_TENANT_PATH):
+        root = ""  # the tenant path template is the whole prefix
     return Starlette(routes=[Mount(root or "/", app=kit.app)], lifespan=lifespan)
 
 
@@ -247,25 +261,41 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="URL|FILE",
         help=f"ReDoc for {{root}}/docs: a URL, or a copy of redoc.standalone.js the server serves (env {ENV_REDOC_JS})",
     )
+    tenancy = serve.add_mutually_exclusive_group()
+    tenancy.add_argument(
+        "--tenant-path",
+        metavar="TEMPLATE",
+        help="serve one archive per tenant under this path, e.g. /tenants/{tenant}/dicom-web (replaces --root; "
+        f"env {ENV_TENANT_PATH})",
+    )
+    tenancy.add_argument(
+        "--tenant-header",
+        metavar="NAME",
+        help=f"serve one archive per tenant, named by this request header, e.g. X-Tenant (env {ENV_TENANT_HEADER})",
+    )
     serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     _backend_options(serve)
 
     importer = commands.add_parser("import", help="store folders of DICOM files through the STOW-RS ingest path")
     importer.add_argument("paths", nargs="+", help="files or folders (searched recursively)")
     importer.add_argument("--jobs", type=int, default=4, help="instances stored at once (default 4)")
+    importer.add_argument("--tenant", help="store into this tenant's archive (as served with --tenant-path/-header)")
     _backend_options(importer)
 
     check = commands.add_parser("check", help="verify the index against the blobs")
     check.add_argument("--repair", action="store_true", help="drop records without blobs, delete unreferenced blobs")
     check.add_argument("--deep", action="store_true", help="also re-read every blob's header (slow)")
+    check.add_argument("--tenant", help="check this tenant's archive")
     _backend_options(check)
 
     reindex = commands.add_parser("reindex", help="rebuild the indexed attributes from stored metadata")
+    reindex.add_argument("--tenant", help="reindex this tenant's archive")
     _backend_options(reindex)
 
     db = commands.add_parser("db", help="database schema")
     db_commands = db.add_subparsers(dest="db_command", required=True)
     upgrade = db_commands.add_parser("upgrade", help="create or upgrade the index schema")
+    upgrade.add_argument("--tenant", help="create or upgrade this tenant's index")
     _backend_options(upgrade)
 
     args = parser.parse_args(argv)
@@ -281,12 +311,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     from . import operations
 
     if args.command == "import":
-        return operations.run(operations.import_paths(build_kit(config), args.paths, jobs=args.jobs))
+        return operations.run(
+            operations.import_paths(build_kit(config), args.paths, jobs=args.jobs, tenant=args.tenant)
+        )
     if args.command == "check":
-        return operations.run(operations.check(build_kit(config), repair=args.repair, deep=args.deep))
+        return operations.run(
+            operations.check(build_kit(config), repair=args.repair, deep=args.deep, tenant=args.tenant)
+        )
     if args.command == "reindex":
-        return operations.run(operations.reindex(build_kit(config)))
-    return operations.run(operations.upgrade(build_kit(config)))
+        return operations.run(operations.reindex(build_kit(config), tenant=args.tenant))
+    return operations.run(operations.upgrade(build_kit(config), tenant=args.tenant))
 
 
 def _serve(args: argparse.Namespace, config: BackendConfig) -> int:
@@ -308,6 +342,17 @@ def _serve(args: argparse.Namespace, config: BackendConfig) -> int:
         os.environ[ENV_CORS_ALLOW_CREDENTIALS] = "1"
     if args.cross_origin_isolation:
         os.environ[ENV_CROSS_ORIGIN_ISOLATION] = "1"
+    if args.tenant_path:
+        from .web.tenants import TenantFromPath
+
+        try:
+            TenantFromPath(args.tenant_path)
+        except ValueError as bad:
+            print(f"dicomweb-kit serve: --tenant-path: {bad}", file=sys.stderr)
+            return 2
+        os.environ[ENV_TENANT_PATH] = args.tenant_path
+    if args.tenant_header:
+        os.environ[ENV_TENANT_HEADER] = args.tenant_header
     redoc = (args.redoc_js or os.environ.get(ENV_REDOC_JS, "")).strip()
     if redoc and not _is_url(redoc):
         if not Path(redoc).is_file():
@@ -322,9 +367,15 @@ def _serve(args: argparse.Namespace, config: BackendConfig) -> int:
         log.warning("storage: each of the %d workers has its own memory store", args.workers)
     if args.workers > 1 and not config.memory and not config.postgresql:
         log.info("UPS events: workers see each other's events on their next poll of the event log (5 s)")
-    log.info("DICOMweb service at http://%s:%d%s", args.host, args.port, root if root != "/" else "")
+    if args.tenant_path:
+        log.info("DICOMweb service of each tenant at http://%s:%d%s", args.host, args.port, args.tenant_path)
+    else:
+        log.info("DICOMweb service at http://%s:%d%s", args.host, args.port, root if root != "/" else "")
+    if args.tenant_header:
+        log.info("tenants: named by the %s header of each request", args.tenant_header)
     if os.environ.get(ENV_STUDY_BROWSER, "1") != "0":
-        log.info("study browser at http://%s:%d%s/browse", args.host, args.port, root if root != "/" else "")
+        where = args.tenant_path or (root if root != "/" else "")
+        log.info("study browser at http://%s:%d%s/browse", args.host, args.port, where)
     uvicorn.run(
         "dicomweb_kit.cli:create_standalone_app",
         factory=True,

@@ -82,8 +82,14 @@ async def _chunks(path: Path) -> AsyncIterator[bytes]:
             yield chunk
 
 
-async def import_paths(kit: DicomWeb, paths: Sequence[str], *, jobs: int = 4) -> int:
-    """Store every DICOM Part 10 file under ``paths`` through the STOW-RS ingest path.
+async def _of(kit: DicomWeb, tenant: str | None) -> DicomWeb:
+    """The kit an operation works on: ``tenant``'s (:meth:`DicomWeb.tenant`), or the root kit."""
+    return await kit.tenant(tenant) if tenant is not None else kit
+
+
+async def import_paths(kit: DicomWeb, paths: Sequence[str], *, jobs: int = 4, tenant: str | None = None) -> int:
+    """Store every DICOM Part 10 file under ``paths`` through the STOW-RS ingest path (into
+    ``tenant``'s archive, if given).
 
     Files without the Part 10 preamble are skipped and counted. Returns the exit status: 0 when
     nothing was rejected.
@@ -95,10 +101,10 @@ async def import_paths(kit: DicomWeb, paths: Sequence[str], *, jobs: int = 4) ->
     progress = _Progress(len(candidates))
     limiter = anyio.Semaphore(max(jobs, 1))
 
-    async def store(path: Path, size: int) -> None:
+    async def store(target: DicomWeb, path: Path, size: int) -> None:
         async with limiter:
             try:
-                stored = await ingest_instance(kit, _chunks(path))
+                stored = await ingest_instance(target, _chunks(path))
             except (InstanceRejected, PayloadTooLarge) as exc:
                 outcome["rejected"] += 1
                 reasons[exc.message[:120]] += 1
@@ -108,8 +114,9 @@ async def import_paths(kit: DicomWeb, paths: Sequence[str], *, jobs: int = 4) ->
 
     sizes = await anyio.to_thread.run_sync(lambda: [p.stat().st_size for p in candidates])
     async with kit, anyio.create_task_group() as tasks:
+        target = await _of(kit, tenant)
         for path, size in zip(candidates, sizes, strict=True):
-            tasks.start_soon(store, path, size)
+            tasks.start_soon(store, target, path, size)
     progress.close()
     elapsed = time.monotonic() - progress.started
     print(
@@ -122,7 +129,7 @@ async def import_paths(kit: DicomWeb, paths: Sequence[str], *, jobs: int = 4) ->
     return 1 if outcome["rejected"] else 0
 
 
-async def check(kit: DicomWeb, *, repair: bool = False, deep: bool = False) -> int:
+async def check(kit: DicomWeb, *, repair: bool = False, deep: bool = False, tenant: str | None = None) -> int:
     """Compare the index with the blob store and report (and with ``repair``, fix) what differs.
 
     * missing: a record whose blob is gone (the instance cannot be retrieved) — repair drops the record;
@@ -133,8 +140,10 @@ async def check(kit: DicomWeb, *, repair: bool = False, deep: bool = False) -> i
       flight, or a blob whose record is being written could be taken for one.
 
     Returns 0 when the index is consistent (unreferenced blobs alone do not count), else 1.
+    With ``tenant``: that tenant's index and blobs.
     """
     async with kit:
+        kit = await _of(kit, tenant)
         blob_keys = {key async for key in kit.blobs.iter_keys()}
         referenced: set[str] = set()
         missing: list[ResourceKey] = []
@@ -196,9 +205,10 @@ async def _reads_back(kit: DicomWeb, blob_key: str, key: ResourceKey, size: int)
     )
 
 
-async def reindex(kit: DicomWeb) -> int:
+async def reindex(kit: DicomWeb, *, tenant: str | None = None) -> int:
     """Rebuild the index's matching data from stored metadata (after changing indexed attributes)."""
     async with kit:
+        kit = await _of(kit, tenant)
         rebuild = getattr(kit.index, "reindex", None)
         if rebuild is None:
             print(f"{type(kit.index).__name__} keeps no separate matching data: nothing to reindex")
@@ -209,9 +219,11 @@ async def reindex(kit: DicomWeb) -> int:
     return 0
 
 
-async def upgrade(kit: DicomWeb) -> int:
-    """Create or upgrade the index schema (adapters do it in their ``open()`` hook)."""
+async def upgrade(kit: DicomWeb, *, tenant: str | None = None) -> int:
+    """Create or upgrade the index schema (adapters do it in their ``open()`` hook; a tenant's
+    index is also upgraded when the server first opens it)."""
     async with kit:
+        kit = await _of(kit, tenant)
         version = getattr(kit.index, "schema_version", None)
     print(f"index schema is up to date{f' (version {version})' if version is not None else ''}")
     return 0

@@ -70,3 +70,42 @@ def test_help_lists_the_options() -> None:
     out = subprocess.run([sys.executable, "-m", "dicomweb_kit.cli", "serve", "--help"], capture_output=True, text=True)
     for option in ("--host", "--port", "--root", "--workers", "--database-url", "--storage", "--data-dir"):
         assert option in out.stdout
+
+
+def test_serve_with_tenants_by_path_then_import_and_check_one_tenant(tmp_path: Path) -> None:
+    """`serve --tenant-path`: each tenant an archive of its own on SQLite + files; `import` and
+    `check --tenant` work on one tenant's archive."""
+    ds = make_dataset(patient_name="North^Pat")
+    (tmp_path / "in").mkdir()
+    ds.save_as(tmp_path / "in" / "one.dcm", enforce_file_format=True)
+    cli = [sys.executable, "-m", "dicomweb_kit.cli"]
+    done = subprocess.run([*cli, "import", "in", "--tenant", "north"], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0 and "imported 1 instances" in done.stdout, done.stdout + done.stderr
+    with serve("--tenant-path", "/tenants/{tenant}/dicom-web", cwd=tmp_path) as (port, output):
+        base = f"http://127.0.0.1:{port}/tenants"
+        [study] = httpx.get(f"{base}/north/dicom-web/studies").json()
+        assert study["00081190"]["Value"] == [f"{base}/north/dicom-web/studies/{ds.StudyInstanceUID}"]
+        assert httpx.get(f"{base}/south/dicom-web/studies").json() == []
+        r = httpx.get(f"http://127.0.0.1:{port}/dicom-web/studies")
+        assert r.status_code == 404 and "/tenants/{tenant}/dicom-web" in r.text
+    assert any("/tenants/{tenant}/dicom-web" in line for line in output), output
+    done = subprocess.run([*cli, "check", "--tenant", "north"], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (tmp_path / "dicomweb-data" / "tenants" / "north" / "index.sqlite3").is_file()
+
+
+def test_serve_with_tenants_by_header() -> None:
+    with serve("--tenant-header", "X-Tenant", "--database-url", "memory") as (port, _):
+        url = f"http://127.0.0.1:{port}/dicom-web/studies"
+        assert httpx.get(url, headers={"X-Tenant": "north"}).json() == []
+        r = httpx.get(url)
+        assert r.status_code == 400 and "X-Tenant" in r.text
+
+
+def test_a_bad_tenant_path_is_refused_at_start() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "dicomweb_kit.cli", "serve", "--tenant-path", "/tenants/dicom-web"],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 2 and "{tenant}" in out.stderr

@@ -37,6 +37,7 @@ def test_there_are_examples() -> None:
         "custom_adapter.py",
         "python_api.py",
         "hooks_and_changefeed.py",
+        "tenants.py",
     }
 
 
