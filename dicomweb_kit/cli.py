@@ -41,6 +41,7 @@ ENV_REDOC_JS = "DICOMWEB_KIT_REDOC_JS"
 ENV_STUDY_BROWSER = "DICOMWEB_KIT_STUDY_BROWSER"
 ENV_TENANT_PATH = "DICOMWEB_KIT_TENANT_PATH"
 ENV_TENANT_HEADER = "DICOMWEB_KIT_TENANT_HEADER"
+ENV_TENANTS = "DICOMWEB_KIT_TENANTS"
 DEFAULT_DATA_DIR = "dicomweb-data"
 
 
@@ -147,9 +148,10 @@ def _tenant_resolver() -> Any:
     from .web.tenants import TenantFromHeader, TenantFromPath
 
     path, header = os.environ.get(ENV_TENANT_PATH, ""), os.environ.get(ENV_TENANT_HEADER, "")
+    known = frozenset(t.strip() for t in os.environ.get(ENV_TENANTS, "").split(",") if t.strip()) or None
     if path:
-        return TenantFromPath(path)
-    return TenantFromHeader(header) if header else None
+        return TenantFromPath(path, known=known)
+    return TenantFromHeader(header, known=known) if header else None
 
 
 def _flag(name: str) -> bool:
@@ -273,6 +275,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="NAME",
         help=f"serve one archive per tenant, named by this request header, e.g. X-Tenant (env {ENV_TENANT_HEADER})",
     )
+    serve.add_argument(
+        "--tenants",
+        metavar="T1,T2",
+        help=f"the tenants that exist (others get 404; default: any name, its storage created on first use; "
+        f"env {ENV_TENANTS})",
+    )
     serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     _backend_options(serve)
 
@@ -353,6 +361,19 @@ def _serve(args: argparse.Namespace, config: BackendConfig) -> int:
         os.environ[ENV_TENANT_PATH] = args.tenant_path
     if args.tenant_header:
         os.environ[ENV_TENANT_HEADER] = args.tenant_header
+    if args.tenants:
+        if not (args.tenant_path or args.tenant_header):
+            print("dicomweb-kit serve: --tenants needs --tenant-path or --tenant-header", file=sys.stderr)
+            return 2
+        from .errors import InvalidRequest
+        from .tenancy import validate_tenant
+
+        try:
+            [validate_tenant(t.strip()) for t in args.tenants.split(",") if t.strip()]
+        except InvalidRequest as bad:
+            print(f"dicomweb-kit serve: --tenants: {bad.message}", file=sys.stderr)
+            return 2
+        os.environ[ENV_TENANTS] = args.tenants
     redoc = (args.redoc_js or os.environ.get(ENV_REDOC_JS, "")).strip()
     if redoc and not _is_url(redoc):
         if not Path(redoc).is_file():

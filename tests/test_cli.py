@@ -95,17 +95,20 @@ def test_serve_with_tenants_by_path_then_import_and_check_one_tenant(tmp_path: P
 
 
 def test_serve_with_tenants_by_header() -> None:
-    with serve("--tenant-header", "X-Tenant", "--database-url", "memory") as (port, _):
+    with serve("--tenant-header", "X-Tenant", "--tenants", "north,south", "--database-url", "memory") as (port, _):
         url = f"http://127.0.0.1:{port}/dicom-web/studies"
         assert httpx.get(url, headers={"X-Tenant": "north"}).json() == []
         r = httpx.get(url)
         assert r.status_code == 400 and "X-Tenant" in r.text
+        r = httpx.get(url, headers={"X-Tenant": "west"})
+        assert r.status_code == 404 and "no tenant 'west'" in r.text
 
 
-def test_a_bad_tenant_path_is_refused_at_start() -> None:
-    out = subprocess.run(
-        [sys.executable, "-m", "dicomweb_kit.cli", "serve", "--tenant-path", "/tenants/dicom-web"],
-        capture_output=True,
-        text=True,
-    )
+def test_bad_tenant_options_are_refused_at_start() -> None:
+    cli = [sys.executable, "-m", "dicomweb_kit.cli", "serve"]
+    out = subprocess.run([*cli, "--tenant-path", "/tenants/dicom-web"], capture_output=True, text=True)
     assert out.returncode == 2 and "{tenant}" in out.stderr
+    out = subprocess.run([*cli, "--tenant-header", "X-T", "--tenants", "ok,../bad"], capture_output=True, text=True)
+    assert out.returncode == 2 and "'../bad' is not a tenant ID" in out.stderr
+    out = subprocess.run([*cli, "--tenants", "north"], capture_output=True, text=True)
+    assert out.returncode == 2 and "--tenant-path or --tenant-header" in out.stderr
