@@ -9,6 +9,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 import anyio
+import msgspec
 
 from .api import DicomWebApi
 from .authorization import Authorize, Authorizer, Identify
@@ -222,6 +223,11 @@ class DicomWeb(DicomWebApi):
             child.changefeed = index.change_feed()
         elif self.changefeed is not None:
             child.changefeed = _scoped(self.changefeed, tenant, "changefeed")
+        public_url = self.settings.public_url
+        if public_url and self.tenants is not None:
+            # The operator's public URL is where the kit's app is; a tenant's service is below it.
+            prefix: str = getattr(self.tenants, "path_of", lambda _tenant: "")(tenant)
+            child.settings = msgspec.structs.replace(self.settings, public_url=public_url.rstrip("/") + prefix)
         child.events = TenantEventBus(self.events, tenant)
         child.render_cache = TenantRenderCache(self.render_cache, tenant)
         if self.before_store is not None:

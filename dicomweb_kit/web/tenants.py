@@ -52,7 +52,12 @@ _POLICY_VIOLATION = 1008  # RFC 6455 §7.4.1: the close code for a refused WebSo
 
 @runtime_checkable
 class TenantResolver(Protocol):
-    """Finds the tenant of an HTTP or WebSocket request."""
+    """Finds the tenant of an HTTP or WebSocket request.
+
+    A resolver that puts the tenant in the path may add ``path_of(tenant) -> str``, the tenant's
+    path below the kit's mount: with ``Settings.public_url`` set, a tenant's URLs are that URL
+    plus this path.
+    """
 
     async def resolve(self, scope: Scope) -> tuple[str, Scope]:
         """The request's tenant ID and the scope to hand its kit's app (the same scope, or one
@@ -101,6 +106,10 @@ class TenantFromPath(_Resolver):
         self.template = template
         self._prefix = Mount(template, app=Starlette())  # Starlette's own prefix matching
         self._exact, _, _ = compile_path(template)
+
+    def path_of(self, tenant: str) -> str:
+        """The path of ``tenant``'s service, relative to the kit's mount (for ``public_url``)."""
+        return self.template.replace("{tenant}", validate_tenant(tenant))
 
     async def resolve(self, scope: Scope) -> tuple[str, Scope]:
         path = scope.get("path", "")

@@ -210,3 +210,18 @@ def test_live_websocket_to_a_bad_tenant_is_refused(make_tenant_kit: Callable[...
             socket.send('{"after": 0}')  # the channel is open for a known tenant
         r = httpx.get(f"http://127.0.0.1:{live.port}/tenants/north/dicom-web/studies")
         assert r.status_code == 200 and r.json() == []
+
+
+async def test_public_url_keeps_the_tenants_path(make_tenant_kit: Callable[..., DicomWeb]) -> None:
+    """``Settings.public_url`` is where the kit's app is served; each tenant's URLs are below it."""
+    settings = Settings(public_url="https://pacs.example.org/dicom-web")
+    async with make_tenant_kit(TenantFromPath("/{tenant}"), settings=settings) as kit:
+        app = Starlette(routes=[Mount("/dicom-web", app=kit.app)])
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://internal:8042/dicom-web") as client:
+            ds = make_dataset()
+            body, headers = multipart(ds)
+            r = await client.post("/north/studies", content=body, headers=headers)
+            assert r.json()[RETRIEVE_URL]["Value"] == [
+                f"https://pacs.example.org/dicom-web/north/studies/{ds.StudyInstanceUID}"
+            ]
