@@ -45,6 +45,7 @@ __all__ = [
 ]
 
 _DICOM = "application/dicom"
+_METADATA_CHUNK = 64 * 1024  # bytes of a metadata response gathered per send
 
 log = logging.getLogger("dicomweb_kit.wado")
 
@@ -292,22 +293,47 @@ def _with_base(metadata: bytes, service_url: str) -> bytes:
     return metadata.replace(b'"BulkDataURI":"', b'"BulkDataURI":"' + service_url.encode() + b"/")
 
 
+def _stored_metadata(kit: DicomWeb, scope: ResourceKey) -> AsyncIterator[bytes]:
+    """The stored DICOM JSON of every instance under ``scope``: from the index's optional
+    ``stored_metadata(scope)`` (as ``SqlIndex`` offers, without decoding each record), else
+    from :meth:`~dicomweb_kit.InstanceIndex.records`."""
+    fast = getattr(kit.index, "stored_metadata", None)
+    if fast is not None:
+        stored: AsyncIterator[bytes] = fast(scope)
+        return stored
+
+    async def from_records() -> AsyncIterator[bytes]:
+        async for record in kit.index.records(scope):
+            yield bytes(record.metadata)
+
+    return from_records()
+
+
 async def metadata_json(kit: DicomWeb, scope: ResourceKey, service_url: str) -> AsyncIterator[bytes]:
     """The metadata of every instance under ``scope`` as a DICOM JSON array, spliced from stored JSON.
 
-    Stored metadata is never decoded: each record's bytes go out as they were encoded at ingest.
+    Stored metadata is never decoded: each record's bytes go out as they were encoded at ingest,
+    gathered into chunks of about :data:`_METADATA_CHUNK` (one send each, not one per instance).
     """
+    pending: list[bytes] = []
+    size = 0
     separator = b"["
-    async for record in kit.index.records(scope):
-        yield separator + _with_base(bytes(record.metadata), service_url)
+    async for metadata in _stored_metadata(kit, scope):
+        piece = _with_base(metadata, service_url)
+        pending += (separator, piece)
         separator = b","
-    yield b"]" if separator == b"," else b"[]"
+        size += len(piece) + 1
+        if size >= _METADATA_CHUNK:
+            yield b"".join(pending)
+            pending, size = [], 0
+    pending.append(b"]" if separator == b"," else b"[]")
+    yield b"".join(pending)
 
 
 async def metadata_xml(kit: DicomWeb, scope: ResourceKey, service_url: str) -> AsyncIterator[bytes]:
     """The metadata of every instance under ``scope`` as NativeDicomModel XML documents."""
-    async for record in kit.index.records(scope):
-        yield dicom_xml.json_dict_to_xml(dicom_json.decode(_with_base(bytes(record.metadata), service_url)))
+    async for metadata in _stored_metadata(kit, scope):
+        yield dicom_xml.json_dict_to_xml(dicom_json.decode(_with_base(metadata, service_url)))
 
 
 def metadata_etag(summary: ScopeSummary, service_url: str, representation: str) -> str:

@@ -206,6 +206,16 @@ class InstanceIndexContract:
         assert await _keys(archive, ResourceKey("9.9.9")) == []
         assert await _keys(archive, ResourceKey(STUDY_B, SERIES_A1)) == []
 
+    async def test_stored_metadata_if_offered_is_the_records_metadata(self, archive: InstanceIndex) -> None:
+        """``stored_metadata(scope)`` is optional (the core falls back to ``records``); an index
+        that offers it gives each record's metadata bytes in the same order."""
+        fast = getattr(archive, "stored_metadata", None)
+        if fast is None:
+            pytest.skip(f"{type(archive).__name__} offers no stored_metadata()")
+        for scope in (ResourceKey(), ResourceKey(STUDY_A), ResourceKey(STUDY_A, SERIES_A1), ResourceKey("9.9.9")):
+            expected = [bytes(record.metadata) async for record in archive.records(scope)]
+            assert [bytes(data) async for data in fast(scope)] == expected
+
     async def test_add_many_is_add_in_one_go(self, archive: InstanceIndex) -> None:
         new = [_record(STUDY_B, SERIES_B1, f"{SERIES_B1}.{i}") for i in range(2, 5)]
         again = _record(STUDY_A, SERIES_A1, SERIES_A1 + ".1", patient_name="Other^Name")

@@ -245,9 +245,20 @@ class SqlIndex:
     async def records(self, scope: ResourceKey, /) -> AsyncIterator[InstanceRecord]:
         """Keyset pages of :data:`_RECORDS_PAGE` rows in (study, series, instance) insertion order
         (one worker-thread/greenlet hop per page)."""
+        async for row in self._pages(scope, _record_select()):
+            yield _record(row)
+
+    async def stored_metadata(self, scope: ResourceKey, /) -> AsyncIterator[bytes]:
+        """The stored DICOM JSON of each record under ``scope``, in :meth:`records` order, as
+        stored: the core splices these into metadata responses. Decoding every record's
+        metadata into ``attributes`` was most of a 50-instance series' metadata time."""
+        async for row in self._pages(scope, _metadata_select()):
+            yield bytes(row.metadata)
+
+    async def _pages(self, scope: ResourceKey, columns: Any) -> AsyncIterator[Row[Any]]:
         last: tuple[int, int, int] | None = None
         while True:
-            statement = _record_select().where(*_scope_filter(scope))
+            statement = columns.where(*_scope_filter(scope))
             if last is not None:
                 statement = statement.where(
                     tuple_(instances.c.study_id, instances.c.series_id, instances.c.id) > tuple_(*last)
@@ -257,7 +268,7 @@ class SqlIndex:
             )
             rows = await self._read(partial(_rows, statement=statement))
             for row in rows:
-                yield _record(row)
+                yield row
             if len(rows) < _RECORDS_PAGE:
                 return
             last = (rows[-1].study_id, rows[-1].series_id, rows[-1].id)
@@ -571,6 +582,10 @@ def _record_select() -> Any:
     ).select_from(
         instances.join(series, series.c.id == instances.c.series_id).join(studies, studies.c.id == instances.c.study_id)
     )
+
+
+def _metadata_select() -> Any:
+    return select(instances.c.id, instances.c.study_id, instances.c.series_id, instances.c.metadata)
 
 
 @functools.cache
