@@ -429,6 +429,70 @@ def split_ways(files: Sequence[Path], ways: int) -> list[list[Path]]:
     return [list(files[i : i + size]) for i in range(0, len(files), size)]
 
 
+# --- the disk's durable write rate ---------------------------------------------------------------
+
+
+def _write_groups(directory: Path, sizes: Sequence[int], payload: bytes, concurrent: bool) -> None:
+    """Write each group of 20 files, make them durable, fsync the directory; then delete them.
+
+    ``concurrent``: the group's files are written first and fsynced together by 20 threads (what
+    the server's group commit does); else each file is written and fsynced in turn.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    def write(path: Path, size: int, sync: bool) -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            view = memoryview(payload)[:size]
+            while view:
+                view = view[os.write(fd, view) :]
+            if sync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def fsync(path: Path) -> None:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    directory.mkdir(parents=True, exist_ok=True)
+    with ThreadPoolExecutor(20) as pool:
+        for start in range(0, len(sizes), 20):
+            paths = [directory / f"{start + n}.dcm" for n in range(len(sizes[start : start + 20]))]
+            for path, size in zip(paths, sizes[start : start + 20], strict=True):
+                write(path, size, sync=not concurrent)
+            if concurrent:
+                list(pool.map(fsync, paths))
+            dir_fd = os.open(directory, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+    shutil.rmtree(directory)
+
+
+def disk_limit(directory: Path, sizes: Sequence[int], writers: int, concurrent: bool) -> StowResult:
+    """The rate at which this disk takes files of ``sizes`` durably (written, fsynced, directory
+    fsynced, in groups of 20), split over ``writers`` threads: the machine's limit for a STOW that
+    makes every blob durable before it is indexed."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    payload = os.urandom(max(sizes))
+    shares = [list(sizes[k::writers]) for k in range(writers)]
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(writers) as pool:
+        jobs = [
+            pool.submit(_write_groups, directory / f"writer-{k}", share, payload, concurrent)
+            for k, share in enumerate(shares)
+        ]
+        for job in jobs:
+            job.result()
+    return StowResult(len(sizes), sum(sizes), time.perf_counter() - t0)
+
+
 # --- latency ------------------------------------------------------------------------------------
 
 
@@ -682,6 +746,7 @@ def run_compare(args: argparse.Namespace) -> int:
     reps = args.reps or (15 if quick else 50)
 
     run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=bench_dir))
+    args.run_dir = str(run_dir)
     ours_proc = OurServer(args.backend, run_dir / "ours", args.port, args.workers)
     orthanc = Orthanc(run_dir / "orthanc", args.orthanc_port) if args.start_orthanc else None
     try:
@@ -749,6 +814,7 @@ def run_measurements(args: argparse.Namespace, studies: list[Study], servers: li
             Row(f"STOW {label} instances/s", "inst/s", res[ours.name].rate, p.rate if p else None, True, target)
         )
         rows.append(Row(f"STOW {label} MB/s", "MB/s", res[ours.name].mbps, p.mbps if p else None, True))
+    stow_rows = len(rows)
 
     for server in servers:
         probe_xml_accept(server)
@@ -781,6 +847,45 @@ def run_measurements(args: argparse.Namespace, studies: list[Study], servers: li
 
     # 5. Pixels: frames (as OHIF asks for them), rendered images, thumbnails.
     rows += measure_pixels(servers, studies[0], reps)
+
+    # 6. The disk's durable rate, last (its 1.5 GB of writes would disturb the rows above),
+    # shown under the STOW rows.
+    sizes = [f.stat().st_size for s in studies for f in s.files]
+    limit = machine_limit_rows(args, sizes, results, results4, peer if stow_peer else None)
+    return rows[:stow_rows] + limit + rows[stow_rows:]
+
+
+def machine_limit_rows(
+    args: argparse.Namespace,
+    sizes: list[int],
+    results: dict[str, StowResult],
+    results4: dict[str, StowResult],
+    peer: Server | None,
+) -> list[Row]:
+    """The disk's durable rate for the corpus' files (same sizes, groups of 20), on the disk of
+    the servers' data, and what share of it each server's STOW reached. Context rows: "ours"
+    holds the disk's rate, "peer" is empty."""
+    directory = Path(args.run_dir) / "disk-limit"
+    rows: list[Row] = []
+    limits = {}
+    for writers, concurrent, label in (
+        (1, False, "1 writer, fsync each file in turn"),
+        (1, True, "1 writer, 20 fsyncs at once"),
+        (4, True, "4 writers, 20 fsyncs at once"),
+    ):
+        print(f"machine limit: {label} ...", flush=True)
+        limit = disk_limit(directory, sizes, writers, concurrent)
+        limits[(writers, concurrent)] = limit.rate
+        rows.append(Row(f"machine limit ({label}) inst/s", "inst/s", limit.rate))
+        rows.append(Row(f"machine limit ({label}) MB/s", "MB/s", limit.mbps))
+    best1, best4 = max(limits[(1, False)], limits[(1, True)]), limits[(4, True)]
+    for label, res, best, target in (("1 client", results, best1, 2.0), ("4 clients", results4, best4, 3.0)):
+        ours = res["ours"].rate / best * 100
+        their = res[peer.name].rate / best * 100 if peer is not None and peer.name in res else None
+        rows.append(Row(f"STOW {label}: share of the machine limit (%)", "%", ours, their, True))
+        if their is not None:
+            need = target * res[peer.name].rate / best * 100
+            rows.append(Row(f"STOW {label}: {target:g}x the peer needs (% of the limit)", "%", need))
     return rows
 
 

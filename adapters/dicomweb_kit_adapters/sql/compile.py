@@ -5,14 +5,20 @@ Each term compiles to an ``EXISTS`` over the instance's match values, reproducin
 is the reference answer) or a *superset* (a necessary condition; the term is then re-checked
 in Python on the stored metadata). Terms that cannot be pushed down at all (not indexed,
 Sequence Matching, a VR other than the indexed one) are left to Python entirely.
+
+The values of non-PN terms (exact values, UID lists, range bounds) are named bind parameters
+(``<name>_0``, ``<name>_1``, ...): a search builds the SQL of a query *shape*
+(:func:`term_shape`) once and later binds another query's values (:func:`term_params`).
+PN and wildcard terms carry their values in the SQL and so are their own shape.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from typing import Any, Final, Literal, NamedTuple
 
-from sqlalchemy import ColumnElement, and_, exists, false, or_, select, true
+from sqlalchemy import ColumnElement, and_, bindparam, exists, false, or_, select, true
+from sqlalchemy.sql.elements import BindParameter
 
 from dicomweb_kit import (
     RangeMatch,
@@ -31,7 +37,7 @@ from .dialects import ANY, Kind, Pattern, matches_pattern, parse_wildcard
 from .extract import DATE_TIME_VRS, NUMERIC_VRS, SOURCE_TAG, number_key
 from .schema import instance_values
 
-__all__ = ["Access", "Compiled", "Driver", "compile_term", "probe_hint"]
+__all__ = ["Access", "Compiled", "Driver", "compile_term", "probe_hint", "term_params", "term_shape"]
 
 Access = Literal["seek", "probe", "scan"]
 
@@ -78,11 +84,13 @@ def compile_term(
     instance_id: ColumnElement[Any],
     fuzzy: bool,
     with_irregular: bool,
+    name: str,
 ) -> Compiled:
     """Compile ``term`` for the instance whose id is ``instance_id``.
 
     ``with_irregular`` adds "or the instance has an irregular (unindexable) value of the
     attribute", turning the predicate into a superset whose matches are checked in Python.
+    ``name``: prefix of the term's bind parameters, unique per term within a statement.
     """
     matcher = term.matcher
     if isinstance(matcher, Universal):
@@ -92,8 +100,10 @@ def compile_term(
     tag = SOURCE_TAG.get(term.tag, term.tag)
     if indexed.get(tag) != term.vr:
         return _NOT_PUSHED
-    compiler = _PnTerm(kind, fuzzy) if term.vr == "PN" else _ValueTerm(kind)
-    compiled = compiler.compile(matcher, term.vr, tag, instance_id)
+    if term.vr == "PN":
+        compiled = _PnTerm(kind, fuzzy).compile(matcher, term.vr, tag, instance_id)
+    else:
+        compiled = _ValueTerm(kind).compile(matcher, term.vr, tag, instance_id, name)
     if compiled is None:
         return _NOT_PUSHED
     where, exact, driver = compiled
@@ -105,6 +115,58 @@ def compile_term(
     if not exact:
         driver = None
     return Compiled(where, exact, tag, driver)
+
+
+def term_shape(term: Term, *, indexed: Mapping[int, str]) -> Hashable:
+    """What :func:`compile_term`'s SQL for ``term`` depends on besides the values
+    :func:`term_params` binds: two terms of one shape compile to the same SQL (same
+    ``kind``, ``fuzzy``, ``instance_id`` and ``with_irregular``)."""
+    form = _pushed_form(term, indexed)
+    return term if form is None else (term.tag, term.vr, form.form)
+
+
+def term_params(term: Term, name: str, *, indexed: Mapping[int, str]) -> dict[str, Any]:
+    """The values of ``term``'s bind parameters in the SQL :func:`compile_term` built with ``name``."""
+    form = _pushed_form(term, indexed)
+    return {} if form is None else {f"{name}_{n}": value for n, value in enumerate(form.values)}
+
+
+def _pushed_form(term: Term, indexed: Mapping[int, str]) -> _Form | None:
+    """The bound form of a non-PN term that is pushed down; ``None`` for every other term."""
+    if term.vr == "PN" or isinstance(term.matcher, (Universal, SequenceMatch)):
+        return None
+    if indexed.get(SOURCE_TAG.get(term.tag, term.tag)) != term.vr:
+        return None
+    return _value_form(term.matcher, term.vr)
+
+
+class _Form(NamedTuple):
+    """A non-PN matcher as SQL: ``form`` (hashable, no query values except a wildcard
+    pattern, which the dialect renders) and the ``values`` bound into it, in order."""
+
+    form: tuple[Any, ...]
+    values: tuple[Any, ...] = ()
+
+
+def _value_form(matcher: object, vr: str) -> _Form | None:
+    if isinstance(matcher, SingleValue):
+        if vr in NUMERIC_VRS:  # compared as numbers: "+7" and "007" match 7
+            key = number_key(matcher.value)
+        elif vr in DATE_TIME_VRS:
+            key = normalise_datetime(matcher.value, vr)
+        else:
+            key = matcher.value.strip(" ")  # trailing/leading padding is insignificant
+        return _Form(("none",)) if key is None else _Form(("equal",), (key,))
+    if isinstance(matcher, UidList):
+        return _Form(("listed",), (list(matcher.uids),)) if vr == "UI" else None
+    if isinstance(matcher, RangeMatch):
+        if vr not in DATE_TIME_VRS:
+            return None
+        bounds = (matcher.low, matcher.high)
+        return _Form(("range", *(bound is not None for bound in bounds)), tuple(b for b in bounds if b is not None))
+    if isinstance(matcher, Wildcard):
+        return _Form(("pattern", matcher.pattern))
+    return None
 
 
 def _values_exist(tag: int, instance_id: ColumnElement[Any], build: Any) -> ColumnElement[bool]:
@@ -129,34 +191,34 @@ class _ValueTerm:
     def __init__(self, kind: Kind) -> None:
         self.kind = kind
 
-    def compile(self, matcher: object, vr: str, tag: int, instance_id: ColumnElement[Any]) -> _Result | None:
-        if isinstance(matcher, SingleValue):
-            if vr in NUMERIC_VRS:  # compared as numbers: "+7" and "007" match 7
-                key = number_key(matcher.value)
-            elif vr in DATE_TIME_VRS:
-                key = normalise_datetime(matcher.value, vr)
-            else:
-                key = matcher.value.strip(" ")  # trailing/leading padding is insignificant
-            if key is None:
-                return false(), True, None
+    def compile(self, matcher: object, vr: str, tag: int, instance_id: ColumnElement[Any], name: str) -> _Result | None:
+        form = _value_form(matcher, vr)
+        if form is None:
+            return None
+        binds: list[BindParameter[Any]] = [
+            bindparam(f"{name}_{n}", value, expanding=isinstance(value, list)) for n, value in enumerate(form.values)
+        ]
+        what = form.form[0]
+        if what == "none":
+            return false(), True, None
+        if what == "equal":
+            key = binds[0]
 
             def equal(v: Any) -> ColumnElement[bool]:
                 return v.c.value_key == key  # type: ignore[no-any-return]
 
             return _values_exist(tag, instance_id, equal), True, _driver(tag, equal, "seek")
-        if isinstance(matcher, UidList):
-            if vr != "UI":
-                return None
-            uids = list(matcher.uids)
+        if what == "listed":
+            uids = binds[0]
 
             def listed(v: Any) -> ColumnElement[bool]:
                 return v.c.value_key.in_(uids)  # type: ignore[no-any-return]
 
             return _values_exist(tag, instance_id, listed), True, _driver(tag, listed, "seek")
-        if isinstance(matcher, RangeMatch):
-            if vr not in DATE_TIME_VRS:
-                return None
-            low, high = matcher.low, matcher.high
+        if what == "range":
+            has_low, has_high = form.form[1], form.form[2]
+            low = binds[0] if has_low else None
+            high = binds[-1] if has_high else None
 
             def in_range(v: Any) -> ColumnElement[bool]:
                 bounds = [v.c.value_key.is_not(None)]
@@ -167,14 +229,13 @@ class _ValueTerm:
                 return and_(*bounds)
 
             return _values_exist(tag, instance_id, in_range), True, _driver(tag, in_range, "probe")
-        if isinstance(matcher, Wildcard):
-            tokens = parse_wildcard(matcher.pattern)
+        assert isinstance(matcher, Wildcard)
+        tokens = parse_wildcard(matcher.pattern)
 
-            def matches(v: Any) -> ColumnElement[bool]:
-                return matches_pattern(self.kind, v.c.value, tokens)
+        def matches(v: Any) -> ColumnElement[bool]:
+            return matches_pattern(self.kind, v.c.value, tokens)
 
-            return _values_exist(tag, instance_id, matches), True, _driver(tag, matches, _pattern_access(tokens))
-        return None
+        return _values_exist(tag, instance_id, matches), True, _driver(tag, matches, _pattern_access(tokens))
 
 
 class _PnTerm:

@@ -31,20 +31,28 @@ Ordering (``orderby``, semantics in :mod:`dicomweb_kit.query.ordering`):
   representative instance's stored metadata is read (in batches) and the ids are sorted with
   the core's :func:`~dicomweb_kit.sort_key`; offset and limit are applied after. Memory and
   time grow with the number of matches, not the page size; the order is the same.
+
+Statements are built once per query *shape* (level, which scope keys are given, limit/offset
+present, orderby, and each term's :func:`~.compile.term_shape`) and kept in a bounded cache;
+a later query of the shape binds its own values (scope UIDs, page bounds, term values) to
+them. Building a statement and its cache key cost more than running it on SQLite.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any, Final
+import functools
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from functools import partial
+from typing import Any, Final, NamedTuple
 
 import msgspec
-from sqlalchemy import ColumnElement, exists, false, func, literal, select, true, tuple_, union_all
+from sqlalchemy import ColumnElement, bindparam, exists, false, func, literal, select, true, tuple_, union_all
 from sqlalchemy.engine import Connection
+from sqlalchemy.sql.elements import BindParameter
 
 from dicomweb_kit import Level, MatchRow, OrderKey, Page, Query, ResourceKey, Term, instance_matches, sort_key
 
-from .compile import compile_term
+from .compile import Access, compile_term, term_params, term_shape
 from .dialects import Kind
 from .schema import instance_values, instances, series, studies
 
@@ -65,6 +73,103 @@ def _decode(data: bytes) -> dict[str, Any]:
     return decoded if isinstance(decoded, dict) else {}
 
 
+class _Plan:
+    """A query shape's analysis and statements: built for the first query of the shape, its
+    statements then run with each query's own values (:func:`_params`)."""
+
+    __slots__ = ("residual", "statements", "tags")
+
+    def __init__(self, residual: tuple[int, ...], tags: list[int]) -> None:
+        self.residual = residual  # positions of the terms left to Python
+        self.tags = tags  # the indexed tags the SQL predicates read
+        self.statements: dict[str, Any] = {}
+
+    def statement(self, name: str, build: Callable[[], Any]) -> Any:
+        # (two threads may build one statement at once: both results are equal)
+        found = self.statements.get(name)
+        if found is None:
+            found = self.statements[name] = build()
+        return found
+
+
+_PLANS_PER_INDEX: Final = 256
+# id(indexed) -> (indexed, its plans by shape); the entry holds ``indexed``, so the id stays its.
+_plans: dict[int, tuple[Mapping[int, str], dict[Hashable, _Plan]]] = {}
+
+
+def _plan(query: Query, kind: Kind, indexed: Mapping[int, str]) -> _Plan:
+    scope = query.scope
+    shape = (
+        kind,
+        query.level,
+        scope.study is None,
+        scope.series is None,
+        scope.instance is None,
+        query.fuzzy,
+        query.orderby,
+        query.limit is None,
+        query.offset > 0,
+        *(term_shape(term, indexed=indexed) for term in query.terms),
+    )
+    entry = _plans.get(id(indexed))
+    if entry is None or entry[0] is not indexed:
+        if len(_plans) >= 64:
+            _plans.clear()
+        entry = _plans[id(indexed)] = (indexed, {})
+    plans = entry[1]
+    plan = plans.get(shape)
+    if plan is None:
+        if len(plans) >= _PLANS_PER_INDEX:
+            plans.clear()
+        plan = plans[shape] = _analyse(query, kind, indexed)
+    return plan
+
+
+def _compiled_terms(query: Query, kind: Kind, indexed: Mapping[int, str], instance_id: Any) -> list[Any]:
+    """Each term of ``query`` compiled against ``instance_id``, its values as parameters ``t<n>_*``."""
+    compile = partial(compile_term, kind=kind, indexed=indexed, fuzzy=query.fuzzy, with_irregular=False)
+    return [
+        compile(term, instance_id=instance_id, name=f"t{n}")
+        for n, term in enumerate(query.terms)
+    ]
+
+
+def _analyse(query: Query, kind: Kind, indexed: Mapping[int, str]) -> _Plan:
+    """Which terms are left to Python, and the indexed tags the SQL predicates read."""
+    residual: list[int] = []
+    tags: list[int] = []
+    for n, compiled in enumerate(_compiled_terms(query, kind, indexed, instances.c.id)):
+        if not compiled.exact:
+            residual.append(n)
+        if compiled.tag is not None:
+            tags.append(compiled.tag)
+    return _Plan(tuple(residual), tags)
+
+
+def _params(query: Query, indexed: Mapping[int, str]) -> dict[str, Any]:
+    """The values of the bind parameters of ``query``'s statements (names as :func:`_scope`,
+    :func:`_paged` and compile_term's ``name`` give them)."""
+    scope = query.scope
+    params: dict[str, Any] = {
+        "scope_study": scope.study,
+        "scope_series": scope.series,
+        "scope_instance": scope.instance,
+        "page_offset": query.offset,
+        "page_limit": None if query.limit is None else query.limit + 1,
+    }
+    for n, term in enumerate(query.terms):
+        params.update(term_params(term, f"t{n}", indexed=indexed))
+    return params
+
+
+def _paged(statement: Any, query: Query) -> Any:
+    if query.offset:
+        statement = statement.offset(bindparam("page_offset", query.offset))
+    if query.limit is not None:
+        statement = statement.limit(bindparam("page_limit", query.limit + 1))
+    return statement
+
+
 def search(conn: Connection, query: Query, /, *, kind: Kind, indexed: Mapping[int, str]) -> Page:
     """The page of entities at ``query.level`` under ``query.scope`` matching ``query.terms``."""
     scope = query.scope
@@ -75,7 +180,9 @@ def search(conn: Connection, query: Query, /, *, kind: Kind, indexed: Mapping[in
     if query.limit == 0:
         return Page([], has_more=_any(conn, query, kind, indexed))
 
-    residual, pushed_tags = _plan(query, kind, indexed)
+    plan = _plan(query, kind, indexed)
+    residual = [query.terms[n] for n in plan.residual]
+    pushed_tags = plan.tags
     checked = bool(residual) or bool(pushed_tags and _has_irregular(conn, pushed_tags))
     # (exact terms, but some instances hold values SQL cannot compare: residual stays empty
     # and _checked_ids re-checks just those instances against every term)
@@ -85,7 +192,7 @@ def search(conn: Connection, query: Query, /, *, kind: Kind, indexed: Mapping[in
         if checked:
             ids = _checked_ids(conn, everything, kind, indexed, residual, pushed_tags)
         else:
-            ids = _sql_ids(conn, everything, kind, indexed)
+            ids = _sql_ids(conn, everything, kind, indexed, None)
         ids = _ordered_in_python(conn, query.level, ids, query.orderby)
         end = None if query.limit is None else query.offset + query.limit + 1
         ids = ids[query.offset : end]
@@ -93,55 +200,51 @@ def search(conn: Connection, query: Query, /, *, kind: Kind, indexed: Mapping[in
         ids = _checked_ids(conn, query, kind, indexed, residual, pushed_tags)
     else:
         drive = query.level != Level.INSTANCE and not query.orderby and query.terms
-        driven = _driven_ids(conn, query, kind, indexed) if drive else None
-        ids = driven if driven is not None else _sql_ids(conn, query, kind, indexed)
+        driven = _driven_ids(conn, query, kind, indexed, plan) if drive else None
+        ids = driven if driven is not None else _sql_ids(conn, query, kind, indexed, plan)
     has_more = query.limit is not None and len(ids) > query.limit
     if has_more:
         ids = ids[: query.limit]
     return Page(_build_rows(conn, query.level, ids), has_more=has_more)
 
 
-def _plan(query: Query, kind: Kind, indexed: Mapping[int, str]) -> tuple[list[Term], list[int]]:
-    """The terms left to Python, and the indexed tags the SQL predicates read."""
-    residual: list[Term] = []
-    tags: list[int] = []
-    for term in query.terms:
-        compiled = compile_term(
-            term, kind=kind, indexed=indexed, instance_id=instances.c.id, fuzzy=query.fuzzy, with_irregular=False
-        )
-        if not compiled.exact:
-            residual.append(term)
-        if compiled.tag is not None:
-            tags.append(compiled.tag)
-    return residual, tags
-
-
 def _predicates(
     query: Query, kind: Kind, indexed: Mapping[int, str], instance_id: Any, *, with_irregular: bool
 ) -> list[ColumnElement[bool]]:
     out = []
-    for term in query.terms:
+    for n, term in enumerate(query.terms):
         compiled = compile_term(
-            term, kind=kind, indexed=indexed, instance_id=instance_id, fuzzy=query.fuzzy, with_irregular=with_irregular
+            term,
+            kind=kind,
+            indexed=indexed,
+            instance_id=instance_id,
+            fuzzy=query.fuzzy,
+            with_irregular=with_irregular,
+            name=f"t{n}",
         )
         if compiled.where is not None:
             out.append(compiled.where)
     return out
 
 
+@functools.cache
+def _irregular_statement() -> Any:
+    tags: BindParameter[Any] = bindparam("tags", expanding=True)
+    return select(literal(1)).where(instance_values.c.irregular == true(), instance_values.c.tag.in_(tags)).limit(1)
+
+
 def _has_irregular(conn: Connection, tags: list[int]) -> bool:
-    statement = select(literal(1)).where(instance_values.c.irregular == true(), instance_values.c.tag.in_(tags))
-    return (conn.execute(statement.limit(1))).first() is not None
+    return conn.execute(_irregular_statement(), {"tags": tags}).first() is not None
 
 
 def _scope(scope: ResourceKey) -> list[ColumnElement[bool]]:
     conditions: list[ColumnElement[bool]] = []
     if scope.study is not None:
-        conditions.append(studies.c.study_uid == scope.study)
+        conditions.append(studies.c.study_uid == bindparam("scope_study", scope.study))
     if scope.series is not None:
-        conditions.append(series.c.series_uid == scope.series)
+        conditions.append(series.c.series_uid == bindparam("scope_series", scope.series))
     if scope.instance is not None:
-        conditions.append(instances.c.instance_uid == scope.instance)
+        conditions.append(instances.c.instance_uid == bindparam("scope_instance", scope.instance))
     return conditions
 
 
@@ -234,33 +337,30 @@ def _ordered_in_python(conn: Connection, level: Level, ids: list[int], orderby: 
     return sorted(ids, key=lambda entity: keys.get(entity, missing))
 
 
-def _sql_ids(conn: Connection, query: Query, kind: Kind, indexed: Mapping[int, str]) -> list[int]:
-    statement = _entity_select(query, kind, indexed)
-    if query.offset:
-        statement = statement.offset(query.offset)
-    if query.limit is not None:
-        statement = statement.limit(query.limit + 1)
-    return [int(row[0]) for row in (conn.execute(statement)).all()]
+def _sql_ids(conn: Connection, query: Query, kind: Kind, indexed: Mapping[int, str], plan: _Plan | None) -> list[int]:
+    """The page's entity ids; ``plan``: the query's shape, whose statement is reused (``None``: build one)."""
+
+    def build() -> Any:
+        return _paged(_entity_select(query, kind, indexed), query)
+
+    statement = build() if plan is None else plan.statement("entity", build)
+    return [int(row[0]) for row in conn.execute(statement, _params(query, indexed)).all()]
 
 
 _SEEK_ROWS: Final = 1000  # a "probe" driver matching fewer value rows reads the seek index
 
 
-def _driven_ids(conn: Connection, query: Query, kind: Kind, indexed: Mapping[int, str]) -> list[int] | None:
-    """Study/series ids of the page (SQL-only terms, stable order), read from the value rows.
+class _Driving(NamedTuple):
+    """The driving term as a condition on one value row of ``_DRIVING``, and the other terms."""
 
-    One term drives: its value rows carry their study and series, so the page is either
-    ``GROUP BY study`` over the rows an index seek finds (few matches), or the attribute's
-    rows in study order read until ``limit`` studies matched (many matches); the other terms
-    are probes on the same instance. ``None``: no term can drive (the EXISTS form is used).
-    """
+    where: ColumnElement[bool]
+    access: Access
+    others: list[Any]
+
+
+def _driving(query: Query, kind: Kind, indexed: Mapping[int, str]) -> _Driving | None:
     d = _DRIVING
-    compiled = [
-        compile_term(
-            term, kind=kind, indexed=indexed, instance_id=d.c.instance_id, fuzzy=query.fuzzy, with_irregular=False
-        )
-        for term in query.terms
-    ]
+    compiled = _compiled_terms(query, kind, indexed, d.c.instance_id)
     candidates = [item for item in compiled if item.driver is not None]
     if not candidates:
         return None
@@ -268,21 +368,44 @@ def _driven_ids(conn: Connection, query: Query, kind: Kind, indexed: Mapping[int
     chosen = min(candidates, key=lambda item: rank[item.driver.access] if item.driver else 3)
     driver = chosen.driver
     assert driver is not None
-    access = driver.access
-    if access == "probe":
-        probe = select(literal(1)).select_from(d).where(driver.where(d)).limit(_SEEK_ROWS).subquery()
-        found = conn.scalar(select(func.count()).select_from(probe))
-        access = "seek" if int(found or 0) < _SEEK_ROWS else "scan"
     others = [item.where for item in compiled if item is not chosen and item.where is not None]
-    if access == "scan" and driver.access == "probe" and kind == "postgresql":  # a wide range
-        statement = _walked(query, driver.where(d), others)
-    else:
-        statement = _grouped(query, access, driver.where(d), others)
-    if query.offset:
-        statement = statement.offset(query.offset)
-    if query.limit is not None:
-        statement = statement.limit(query.limit + 1)
-    return [int(row[0]) for row in (conn.execute(statement)).all()]
+    return _Driving(driver.where(d), driver.access, others)
+
+
+def _driven_ids(
+    conn: Connection, query: Query, kind: Kind, indexed: Mapping[int, str], plan: _Plan
+) -> list[int] | None:
+    """Study/series ids of the page (SQL-only terms, stable order), read from the value rows.
+
+    One term drives: its value rows carry their study and series, so the page is either
+    ``GROUP BY study`` over the rows an index seek finds (few matches), or the attribute's
+    rows in study order read until ``limit`` studies matched (many matches); the other terms
+    are probes on the same instance. ``None``: no term can drive (the EXISTS form is used).
+    """
+    if "driving" not in plan.statements:
+        plan.statements["driving"] = _driving(query, kind, indexed)
+    driving: _Driving | None = plan.statements["driving"]
+    if driving is None:
+        return None
+    params = _params(query, indexed)
+    access = driving.access
+    if access == "probe":
+
+        def count() -> Any:
+            probe = select(literal(1)).select_from(_DRIVING).where(driving.where).limit(_SEEK_ROWS).subquery()
+            return select(func.count()).select_from(probe)
+
+        found = conn.execute(plan.statement("probe", count), params).scalar()
+        access = "seek" if int(found or 0) < _SEEK_ROWS else "scan"
+    walk = access == "scan" and driving.access == "probe" and kind == "postgresql"  # a wide range
+
+    def build() -> Any:
+        if walk:
+            return _paged(_walked(query, driving.where, driving.others), query)
+        return _paged(_grouped(query, access, driving.where, driving.others), query)
+
+    statement = plan.statement("walked" if walk else access, build)
+    return [int(row[0]) for row in conn.execute(statement, params).all()]
 
 
 def _grouped(query: Query, access: str, driving: ColumnElement[bool], others: list[Any]) -> Any:
@@ -292,11 +415,11 @@ def _grouped(query: Query, access: str, driving: ColumnElement[bool], others: li
     statement = select(order[-1]).where(driving, *others)
     scope = query.scope
     if scope.study is not None:
-        statement = statement.where(
-            d.c.study_id == select(studies.c.id).where(studies.c.study_uid == scope.study).scalar_subquery()
-        )
+        study = select(studies.c.id).where(studies.c.study_uid == bindparam("scope_study", scope.study))
+        statement = statement.where(d.c.study_id == study.scalar_subquery())
     if scope.series is not None:
-        statement = statement.where(d.c.series_id.in_(select(series.c.id).where(series.c.series_uid == scope.series)))
+        in_series = select(series.c.id).where(series.c.series_uid == bindparam("scope_series", scope.series))
+        statement = statement.where(d.c.series_id.in_(in_series))
     statement = statement.group_by(*order).order_by(*order)
     if access == "scan":
         statement = statement.with_hint(d, "INDEXED BY dwk_values_scan", "sqlite")
@@ -318,18 +441,17 @@ def _walked(query: Query, driving: ColumnElement[bool], others: list[Any]) -> An
         entity: Any = studies
         stable: list[Any] = [studies.c.id]
         link = [d.c.study_id == studies.c.id]
-        where: list[Any] = [] if scope.study is None else [studies.c.study_uid == scope.study]
+        where: list[Any] = [] if scope.study is None else [studies.c.study_uid == bindparam("scope_study", scope.study)]
     else:
         entity = series
         stable = [series.c.study_id, series.c.id]
         link = [d.c.study_id == series.c.study_id, d.c.series_id == series.c.id]
         where = []
         if scope.study is not None:
-            where.append(
-                series.c.study_id == select(studies.c.id).where(studies.c.study_uid == scope.study).scalar_subquery()
-            )
+            study = select(studies.c.id).where(studies.c.study_uid == bindparam("scope_study", scope.study))
+            where.append(series.c.study_id == study.scalar_subquery())
         if scope.series is not None:
-            where.append(series.c.series_uid == scope.series)
+            where.append(series.c.series_uid == bindparam("scope_series", scope.series))
     probe = select(literal(1).label("hit")).where(driving, *link, *others).limit(1).lateral("hit")
     return select(stable[-1]).select_from(entity.join(probe, true())).where(*where).order_by(*stable)
 
@@ -405,6 +527,37 @@ def _checked_ids(
 def _build_rows(conn: Connection, level: Level, ids: list[int]) -> list[MatchRow]:
     if not ids:
         return []
+    found = {row.entity: row for row in conn.execute(_rows_statement(level), {"ids": ids}).all()}
+    rows = [found[entity] for entity in ids if entity in found]
+    study_ids = sorted({row.study_id for row in rows})
+    modalities, sop_classes = _study_values(conn, study_ids)
+    out = []
+    for row in rows:
+        if level == Level.STUDY:
+            key = ResourceKey(row.study_uid)
+        elif level == Level.SERIES:
+            key = ResourceKey(row.study_uid, row.series_uid)
+        else:
+            key = ResourceKey(row.study_uid, row.series_uid, row.instance_uid)
+        out.append(
+            MatchRow(
+                level=level,
+                key=key,
+                attributes={} if row.metadata is None else _decode(row.metadata),
+                study_series=int(row.num_series),
+                study_instances=int(row.study_instances),
+                series_instances=int(row.series_instances),
+                modalities_in_study=tuple(sorted(modalities.get(row.study_id, ()))),
+                sop_classes_in_study=tuple(sorted(sop_classes.get(row.study_id, ()))),
+            )
+        )
+    return out
+
+
+@functools.cache
+def _rows_statement(level: Level) -> Any:
+    """The result rows of the entities ``ids`` (an expanding parameter) at ``level``."""
+    ids: BindParameter[Any] = bindparam("ids", expanding=True)
     if level == Level.STUDY:
         statement = select(
             studies.c.id.label("entity"),
@@ -464,31 +617,24 @@ def _build_rows(conn: Connection, level: Level, ids: list[int]) -> list[MatchRow
         rep = _REPRESENTATIVE
         metadata = select(rep.c.metadata).where(rep.c.id == newest).correlate(owner).scalar_subquery()
         statement = statement.add_columns(metadata.label("metadata"))
-    found = {row.entity: row for row in conn.execute(statement).all()}
-    rows = [found[entity] for entity in ids if entity in found]
-    study_ids = sorted({row.study_id for row in rows})
-    modalities, sop_classes = _study_values(conn, study_ids)
-    out = []
-    for row in rows:
-        if level == Level.STUDY:
-            key = ResourceKey(row.study_uid)
-        elif level == Level.SERIES:
-            key = ResourceKey(row.study_uid, row.series_uid)
-        else:
-            key = ResourceKey(row.study_uid, row.series_uid, row.instance_uid)
-        out.append(
-            MatchRow(
-                level=level,
-                key=key,
-                attributes={} if row.metadata is None else _decode(row.metadata),
-                study_series=int(row.num_series),
-                study_instances=int(row.study_instances),
-                series_instances=int(row.series_instances),
-                modalities_in_study=tuple(sorted(modalities.get(row.study_id, ()))),
-                sop_classes_in_study=tuple(sorted(sop_classes.get(row.study_id, ()))),
-            )
-        )
-    return out
+    return statement
+
+
+@functools.cache
+def _study_values_statement() -> Any:
+    v = _STUDY_VALUES
+    study_ids: BindParameter[Any] = bindparam("study_ids", expanding=True)
+    # Read from the covering scan index (tag, study, series, instance, value_key, value): only
+    # irregular rows have no value (extract.py), and only they need their instance.
+    return union_all(
+        select(literal(0).label("what"), v.c.study_id.label("study_id"), v.c.value.label("value"))
+        .distinct()
+        .where(v.c.tag == _MODALITY, v.c.study_id.in_(study_ids))
+        .with_hint(v, "INDEXED BY dwk_values_scan", "sqlite"),
+        select(literal(1), instances.c.study_id, instances.c.sop_class_uid)
+        .distinct()
+        .where(instances.c.study_id.in_(study_ids)),
+    )
 
 
 def _study_values(conn: Connection, study_ids: list[int]) -> tuple[dict[int, set[str]], dict[int, set[str]]]:
@@ -499,19 +645,8 @@ def _study_values(conn: Connection, study_ids: list[int]) -> tuple[dict[int, set
     if not study_ids:
         return modalities, sop_classes
     v = _STUDY_VALUES
-    # Read from the covering scan index (tag, study, series, instance, value_key, value): only
-    # irregular rows have no value (extract.py), and only they need their instance.
-    statement = union_all(
-        select(literal(0).label("what"), v.c.study_id.label("study_id"), v.c.value.label("value"))
-        .distinct()
-        .where(v.c.tag == _MODALITY, v.c.study_id.in_(study_ids))
-        .with_hint(v, "INDEXED BY dwk_values_scan", "sqlite"),
-        select(literal(1), instances.c.study_id, instances.c.sop_class_uid)
-        .distinct()
-        .where(instances.c.study_id.in_(study_ids)),
-    )
     irregular_study = False
-    for row in conn.execute(statement):
+    for row in conn.execute(_study_values_statement(), {"study_ids": study_ids}):
         if row.value is None:
             irregular_study = irregular_study or row.what == 0
             continue
