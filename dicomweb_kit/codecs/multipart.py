@@ -700,6 +700,19 @@ def multipart_length(parts: Iterable[tuple[Mapping[str, str], int]], boundary: s
     return total + framing
 
 
+def join_multipart(parts: Iterable[tuple[Mapping[str, str], bytes]], boundary: str) -> bytes:
+    """The body :func:`write_multipart` would stream for ``parts``, as one ``bytes``: for small
+    bodies already in memory (a QIDO-RS XML result), sent in one write."""
+    dash = b"--" + _validate_boundary(boundary)
+    delimiter = b"\r\n" + dash + b"\r\n"
+    pieces = [piece for headers, payload in parts for piece in (delimiter + _header_block(headers), payload)]
+    if not pieces:
+        return dash + b"--\r\n"
+    pieces[0] = pieces[0][2:]  # the first delimiter needs no CRLF in front
+    pieces.append(b"\r\n" + dash + b"--\r\n")
+    return b"".join(pieces)
+
+
 async def write_multipart(
     parts: AsyncIterable[tuple[Mapping[str, str], AsyncIterable[bytes | memoryview]]], boundary: str
 ) -> AsyncIterator[bytes | memoryview]:

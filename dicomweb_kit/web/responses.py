@@ -6,10 +6,10 @@ import zlib
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from ..codecs import dicom_json, dicom_xml
-from ..codecs.multipart import multipart_content_type, new_boundary, write_multipart
+from ..codecs.multipart import join_multipart, multipart_content_type, new_boundary, write_multipart
 from ..media_types import Choice
 
 __all__ = ["dataset_response", "datasets_response", "gzip_if_accepted", "xml_parts"]
@@ -33,14 +33,10 @@ def datasets_response(
     if not _is_xml(choice):
         return Response(dicom_json.encode(datasets), 200, headers, media_type=choice.offer.media_type)
     boundary = new_boundary()
-
-    async def documents() -> AsyncIterator[bytes]:
-        for dataset in datasets:
-            yield dicom_xml.json_dict_to_xml(dataset)
-
-    return StreamingResponse(
-        xml_parts(documents(), boundary), headers=headers, media_type=multipart_content_type(XML_TYPE, boundary)
-    )
+    part_headers = {"Content-Type": f"{XML_TYPE}; charset=utf-8"}
+    # The datasets are in memory already: one body, one write (not two sends per dataset).
+    body = join_multipart(((part_headers, dicom_xml.json_dict_to_xml(dataset)) for dataset in datasets), boundary)
+    return Response(body, 200, headers, media_type=multipart_content_type(XML_TYPE, boundary))
 
 
 def gzip_if_accepted(

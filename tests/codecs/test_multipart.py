@@ -578,3 +578,22 @@ def test_new_boundary() -> None:
     assert len(boundaries) == 100
     for b in boundaries:
         MultipartParser(b)  # valid per RFC 2046
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("count", [0, 1, 3])
+async def test_join_multipart_is_write_multipart_in_one_piece(count: int) -> None:
+    from dicomweb_kit.codecs.multipart import join_multipart, write_multipart
+
+    parts = [({"Content-Type": "application/dicom+xml"}, f"<doc{n}/>".encode()) for n in range(count)]
+
+    async def streamed() -> AsyncIterator[tuple[dict[str, str], AsyncIterator[bytes]]]:
+        for headers, payload in parts:
+
+            async def one(payload: bytes = payload) -> AsyncIterator[bytes]:
+                yield payload
+
+            yield headers, one()
+
+    expected = b"".join([bytes(chunk) async for chunk in write_multipart(streamed(), "jb")])
+    assert join_multipart(parts, "jb") == expected
