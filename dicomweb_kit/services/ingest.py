@@ -223,11 +223,15 @@ async def _commit(kit: DicomWeb, prepared: Sequence[PreparedInstance]) -> list[S
         return []
     policy = kit.settings.on_duplicate
     try:
-        # The blobs are durable before the index refers to them: a crash leaves orphans at most.
-        await kit.blobs.sync([p.record.blob_key for p in prepared])
-        outcomes = await kit.index.add_many(
-            [p.record for p in prepared], on_existing="replace" if policy == "replace" else "keep"
-        )
+        # Shielded: a cancellation (the client left) must not land between the index's COMMIT and
+        # its acknowledgement, where the blobs would be deleted under committed records. The
+        # instances were received whole; they are committed, then the cancellation proceeds.
+        with anyio.CancelScope(shield=True):
+            # The blobs are durable before the index refers to them: a crash leaves orphans at most.
+            await kit.blobs.sync([p.record.blob_key for p in prepared])
+            outcomes = await kit.index.add_many(
+                [p.record for p in prepared], on_existing="replace" if policy == "replace" else "keep"
+            )
     except BaseException:
         with anyio.CancelScope(shield=True):
             await kit.blobs.delete([p.record.blob_key for p in prepared])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import anyio
 import pytest
 from dicomweb_kit_adapters.memory import MemoryBlobStore, MemoryIndex
 
@@ -57,3 +58,32 @@ async def test_a_batch_commits_together_and_duplicates_lose_their_blobs() -> Non
         outcomes = await ingest.commit_instances(kit, prepared)
         assert [getattr(o, "already_stored", None) for o in outcomes] == [False, True]
         assert len([k async for k in kit.blobs.iter_keys()]) == 1
+
+
+class _SlowToAcknowledge(MemoryIndex):
+    """An index whose commit is done before its call returns (a database's COMMIT, then the
+    round trip that acknowledges it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.committed = False
+
+    async def add_many(self, records, /, *, on_existing):  # type: ignore[no-untyped-def]
+        outcomes = await super().add_many(records, on_existing=on_existing)
+        self.committed = True
+        await anyio.sleep(0.2)
+        return outcomes
+
+
+async def test_a_client_leaving_during_the_commit_leaves_no_record_without_its_blob() -> None:
+    index = _SlowToAcknowledge()
+    ds = make_dataset()
+    async with DicomWeb(blobs=MemoryBlobStore(), index=index) as kit, anyio.create_task_group() as tasks:
+        tasks.start_soon(kit.store, ds)
+        while not index.committed:
+            await anyio.sleep(0.01)
+        tasks.cancel_scope.cancel()  # the request's task is cancelled while the commit is acknowledged
+    async with kit:
+        key = ResourceKey(ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)
+        assert await index.get(key) is not None
+        assert (await kit.retrieve_instance(key))[128:132] == b"DICM"  # its blob is there
