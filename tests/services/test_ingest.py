@@ -66,11 +66,11 @@ class _SlowToAcknowledge(MemoryIndex):
 
     def __init__(self) -> None:
         super().__init__()
-        self.committed = False
+        self.committed = anyio.Event()
 
     async def add_many(self, records, /, *, on_existing):  # type: ignore[no-untyped-def]
         outcomes = await super().add_many(records, on_existing=on_existing)
-        self.committed = True
+        self.committed.set()
         await anyio.sleep(0.2)
         return outcomes
 
@@ -80,8 +80,7 @@ async def test_a_client_leaving_during_the_commit_leaves_no_record_without_its_b
     ds = make_dataset()
     async with DicomWeb(blobs=MemoryBlobStore(), index=index) as kit, anyio.create_task_group() as tasks:
         tasks.start_soon(kit.store, ds)
-        while not index.committed:
-            await anyio.sleep(0.01)
+        await index.committed.wait()
         tasks.cancel_scope.cancel()  # the request's task is cancelled while the commit is acknowledged
     async with kit:
         key = ResourceKey(ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)
