@@ -20,6 +20,7 @@ import anyio
 import pytest
 from dicomweb_kit_adapters import filesystem
 from dicomweb_kit_adapters.filesystem import FileBlobStore
+from dicomweb_kit_adapters.threads import WorkerThreads
 
 from dicomweb_kit import InvalidRequest, ResourceNotFound, StorageUnavailable
 from dicomweb_kit.testing import BlobStoreContract
@@ -346,7 +347,7 @@ async def test_more_concurrent_gets_than_read_threads(tmp_path: Path) -> None:
 
 
 async def test_read_threads_end_when_idle_and_come_back() -> None:
-    readers = filesystem._ReadThreads(max_threads=3, idle_seconds=0.05)
+    readers = WorkerThreads(max_threads=3, idle_seconds=0.05)
     results = []
 
     async def one(i: int) -> None:

@@ -55,6 +55,7 @@ from dicomweb_kit import Level, MatchRow, OrderKey, Page, Query, ResourceKey, Te
 from .compile import Access, compile_term, term_params, term_shape
 from .dialects import Kind
 from .schema import instance_values, instances, series, studies
+from .sqlite_direct import fetch
 
 __all__ = ["search"]
 
@@ -234,7 +235,7 @@ def _irregular_statement() -> Any:
 
 
 def _has_irregular(conn: Connection, tags: list[int]) -> bool:
-    return conn.execute(_irregular_statement(), {"tags": tags}).first() is not None
+    return bool(fetch(conn, _irregular_statement(), {"tags": tags}))
 
 
 def _scope(scope: ResourceKey) -> list[ColumnElement[bool]]:
@@ -343,8 +344,9 @@ def _sql_ids(conn: Connection, query: Query, kind: Kind, indexed: Mapping[int, s
     def build() -> Any:
         return _paged(_entity_select(query, kind, indexed), query)
 
-    statement = build() if plan is None else plan.statement("entity", build)
-    return [int(row[0]) for row in conn.execute(statement, _params(query, indexed)).all()]
+    if plan is None:
+        return [int(row[0]) for row in conn.execute(build(), _params(query, indexed)).all()]
+    return [int(row[0]) for row in fetch(conn, plan.statement("entity", build), _params(query, indexed))]
 
 
 _SEEK_ROWS: Final = 1000  # a "probe" driver matching fewer value rows reads the seek index
@@ -395,7 +397,7 @@ def _driven_ids(
             probe = select(literal(1)).select_from(_DRIVING).where(driving.where).limit(_SEEK_ROWS).subquery()
             return select(func.count()).select_from(probe)
 
-        found = conn.execute(plan.statement("probe", count), params).scalar()
+        [(found,)] = fetch(conn, plan.statement("probe", count), params)
         access = "seek" if int(found or 0) < _SEEK_ROWS else "scan"
     walk = access == "scan" and driving.access == "probe" and kind == "postgresql"  # a wide range
 
@@ -405,7 +407,7 @@ def _driven_ids(
         return _paged(_grouped(query, access, driving.where, driving.others), query)
 
     statement = plan.statement("walked" if walk else access, build)
-    return [int(row[0]) for row in conn.execute(statement, params).all()]
+    return [int(row[0]) for row in fetch(conn, statement, params)]
 
 
 def _grouped(query: Query, access: str, driving: ColumnElement[bool], others: list[Any]) -> Any:
@@ -527,7 +529,7 @@ def _checked_ids(
 def _build_rows(conn: Connection, level: Level, ids: list[int]) -> list[MatchRow]:
     if not ids:
         return []
-    found = {row.entity: row for row in conn.execute(_rows_statement(level), {"ids": ids}).all()}
+    found = {row.entity: row for row in fetch(conn, _rows_statement(level), {"ids": ids})}
     rows = [found[entity] for entity in ids if entity in found]
     study_ids = sorted({row.study_id for row in rows})
     modalities, sop_classes = _study_values(conn, study_ids)
@@ -646,7 +648,7 @@ def _study_values(conn: Connection, study_ids: list[int]) -> tuple[dict[int, set
         return modalities, sop_classes
     v = _STUDY_VALUES
     irregular_study = False
-    for row in conn.execute(_study_values_statement(), {"study_ids": study_ids}):
+    for row in fetch(conn, _study_values_statement(), {"study_ids": study_ids}):
         if row.value is None:
             irregular_study = irregular_study or row.what == 0
             continue
