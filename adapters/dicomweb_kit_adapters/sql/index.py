@@ -9,6 +9,7 @@ exact and lets the newest instance write the representative columns.
 from __future__ import annotations
 
 import functools
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
@@ -51,6 +52,12 @@ __all__ = ["SqlIndex"]
 T = TypeVar("T")
 
 _BATCH: Final = 500
+# SQLite searches tried on the event loop first (``_search_inline``): pages of at most this many
+# rows, interrupted after _INLINE_SEARCH_TICKS x _INLINE_SEARCH_TICK virtual machine steps (a few
+# ms here; a study list on 1000 instances takes ~20 ticks).
+_INLINE_SEARCH_ROWS: Final = 100
+_INLINE_SEARCH_TICK: Final = 1000
+_INLINE_SEARCH_TICKS: Final = 100
 _RECORDS_PAGE: Final = 1000  # a 500-instance series in one page, and no empty second one
 
 
@@ -293,9 +300,41 @@ class SqlIndex:
         return await self._read(work)
 
     async def search(self, query: Query, /) -> Page:
+        if self._inline is not None:
+            found = self._search_inline(query)
+            if found is not None:
+                return found
         return await self._read(
             lambda conn: _search.search(conn, query, kind=self._kind, indexed=self._indexed), "searching"
         )
+
+    def _search_inline(self, query: Query) -> Page | None:
+        """SQLite: a search tried on the event loop's own connection within a budget: SQLite's
+        work is interrupted past it (a progress handler), and a page of more than
+        :data:`_INLINE_SEARCH_ROWS` rows is not built here (one metadata decode per row). Past
+        either, ``None``: the caller runs the search in a worker thread, where SQLite's own work
+        leaves the GIL to the event loop. Most searches end well within the budget and skip the
+        hop and the pooled transaction, ~0.15 ms of a ~0.35 ms search."""
+        assert self._inline is not None
+        driver = self._inline.connection.driver_connection
+        assert driver is not None
+        ticks = 0
+
+        def over_budget() -> bool:
+            nonlocal ticks
+            ticks += 1
+            return ticks > _INLINE_SEARCH_TICKS
+
+        driver.set_progress_handler(over_budget, _INLINE_SEARCH_TICK)
+        try:
+            with self._inline.begin():
+                return _search.search(
+                    self._inline, query, kind=self._kind, indexed=self._indexed, max_rows=_INLINE_SEARCH_ROWS
+                )
+        except (SQLAlchemyError, sqlite3.Error, _search.TooManyRows):
+            return None  # interrupted (or busy, or broken): the ordinary path answers or reports it
+        finally:
+            driver.set_progress_handler(None, _INLINE_SEARCH_TICK)
 
     # ----------------------------------------------------------------------------------------
     # Writes

@@ -171,8 +171,18 @@ def _paged(statement: Any, query: Query) -> Any:
     return statement
 
 
-def search(conn: Connection, query: Query, /, *, kind: Kind, indexed: Mapping[int, str]) -> Page:
-    """The page of entities at ``query.level`` under ``query.scope`` matching ``query.terms``."""
+class TooManyRows(Exception):
+    """The page has more rows than the caller's ``max_rows`` (see :func:`search`)."""
+
+
+def search(
+    conn: Connection, query: Query, /, *, kind: Kind, indexed: Mapping[int, str], max_rows: int | None = None
+) -> Page:
+    """The page of entities at ``query.level`` under ``query.scope`` matching ``query.terms``.
+
+    ``max_rows``: raise :class:`TooManyRows` rather than build a page of more rows (each row
+    decodes its representative's metadata: a caller on the event loop bounds that work).
+    """
     scope = query.scope
     if query.level == Level.STUDY and (scope.series is not None or scope.instance is not None):
         return Page([])
@@ -206,6 +216,8 @@ def search(conn: Connection, query: Query, /, *, kind: Kind, indexed: Mapping[in
     has_more = query.limit is not None and len(ids) > query.limit
     if has_more:
         ids = ids[: query.limit]
+    if max_rows is not None and len(ids) > max_rows:
+        raise TooManyRows
     return Page(_build_rows(conn, query.level, ids), has_more=has_more)
 
 
