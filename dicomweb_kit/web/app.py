@@ -62,6 +62,8 @@ def create_app(kit: DicomWeb) -> ASGIApp:
     app = Starlette(routes=[*routes, *channels], exception_handlers=EXCEPTION_HANDLERS)
     app.state.public_url = kit.settings.public_url  # see web.endpoints.service_url
     app.state.kit = kit  # see web.openapi.openapi_response
+    if kit.tenant_id is not None:
+        return _CatchAll(app)  # the tenant dispatcher around it adds the cross-origin headers once
     return cross_origin(_CatchAll(app), kit.settings)  # CORS and COOP/COEP/CORP, if configured
 
 

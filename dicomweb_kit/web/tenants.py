@@ -29,6 +29,7 @@ from starlette.routing import Mount, compile_path
 
 from ..errors import DicomWebError, Forbidden, InvalidRequest, ResourceNotFound
 from ..tenancy import acting_for, validate_tenant
+from .cross_origin import cross_origin
 from .error_handlers import error_response
 from .types import ASGIApp, Receive, Scope, Send
 
@@ -197,4 +198,6 @@ def tenant_app(kit: DicomWeb, resolver: TenantResolver) -> ASGIApp:
         with acting_for(tenant):
             await tenant_kit.app(scope, receive, send)
 
-    return app
+    # Outermost, as for a kit without tenants: the dispatcher's own errors carry CORS headers,
+    # and a preflight (which carries no tenant header) is answered before a tenant is asked for.
+    return cross_origin(app, kit.settings)

@@ -225,3 +225,24 @@ async def test_public_url_keeps_the_tenants_path(make_tenant_kit: Callable[..., 
             assert r.json()[RETRIEVE_URL]["Value"] == [
                 f"https://pacs.example.org/dicom-web/north/studies/{ds.StudyInstanceUID}"
             ]
+
+
+async def test_cors_with_tenants_by_header(make_tenant_kit: Callable[..., DicomWeb]) -> None:
+    """A browser's preflight carries no tenant header: it is answered before the resolver, and
+    the resolver's own errors carry the CORS headers a viewer's script needs to read them."""
+    settings = Settings(cors_origins=("https://viewer.example.org",))
+    async with make_tenant_kit(TenantFromHeader("X-Tenant"), settings=settings) as kit:
+        app = Starlette(routes=[Mount("/dicom-web", app=kit.app)])
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver/dicom-web") as client:
+            origin = {"Origin": "https://viewer.example.org"}
+            asks = {"Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "x-tenant"}
+            preflight = await client.options("/studies", headers={**origin, **asks})
+            assert preflight.status_code == 200
+            assert preflight.headers["access-control-allow-origin"] == "https://viewer.example.org"
+            missing = await client.get("/studies", headers=origin)
+            assert missing.status_code == 400
+            assert missing.headers["access-control-allow-origin"] == "https://viewer.example.org"
+            found = await client.get("/studies", headers={**origin, "X-Tenant": "north"})
+            assert found.status_code == 200
+            assert found.headers.get_list("access-control-allow-origin") == ["https://viewer.example.org"]
