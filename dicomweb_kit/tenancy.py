@@ -25,9 +25,11 @@ import hashlib
 import re
 from collections.abc import AsyncIterable, AsyncIterator, Iterator, Sequence
 from contextvars import ContextVar
-from typing import Any, Final, Protocol, Self, runtime_checkable
+from typing import Final, Protocol, Self, runtime_checkable
 
 from .errors import InvalidRequest
+from .events import EventBus
+from .render_cache import RenderCache
 from .storage import BlobInfo, BlobStore
 
 __all__ = [
@@ -141,21 +143,22 @@ class PrefixedBlobStore:
         pass  # the store is the root kit's, closed with it
 
 
+def _namespace(tenant: str) -> str:
+    """The prefix of a tenant's topics and cache keys in what the tenants share."""
+    return f"tenant:{validate_tenant(tenant)}:"
+
+
 class TenantEventBus:
     """The kit's event bus seen by one tenant: its topics are the tenant's own."""
 
-    def __init__(self, bus: Any, tenant: str) -> None:
-        self._bus = bus
-        self._prefix = f"tenant:{validate_tenant(tenant)}:"
+    def __init__(self, bus: EventBus, tenant: str) -> None:
+        self._bus, self._prefix = bus, _namespace(tenant)
 
     async def publish(self, topic: str, message: bytes, /) -> None:
         await self._bus.publish(self._prefix + topic, message)
 
     def subscribe(self, topic: str, /) -> contextlib.AbstractAsyncContextManager[AsyncIterator[bytes]]:
-        subscription: contextlib.AbstractAsyncContextManager[AsyncIterator[bytes]] = self._bus.subscribe(
-            self._prefix + topic
-        )
-        return subscription
+        return self._bus.subscribe(self._prefix + topic)
 
     async def aclose(self) -> None:
         pass  # the bus is the root kit's, closed with it
@@ -164,13 +167,11 @@ class TenantEventBus:
 class TenantRenderCache:
     """The kit's render cache seen by one tenant: its keys are the tenant's own."""
 
-    def __init__(self, cache: Any, tenant: str) -> None:
-        self._cache = cache
-        self._prefix = f"tenant:{validate_tenant(tenant)}:"
+    def __init__(self, cache: RenderCache, tenant: str) -> None:
+        self._cache, self._prefix = cache, _namespace(tenant)
 
     async def get(self, key: str, /) -> bytes | None:
-        found: bytes | None = await self._cache.get(self._prefix + key)
-        return found
+        return await self._cache.get(self._prefix + key)
 
     async def put(self, key: str, data: bytes, /) -> None:
         await self._cache.put(self._prefix + key, data)
