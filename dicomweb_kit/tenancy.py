@@ -59,8 +59,9 @@ class InvalidTenant(InvalidRequest):
 def validate_tenant(tenant: object, /) -> str:
     """``tenant`` if it is a valid tenant ID (:data:`TENANT_ID`); raises :class:`InvalidTenant`."""
     if not isinstance(tenant, str) or not TENANT_ID.fullmatch(tenant):
+        shown = repr(tenant) if len(repr(tenant)) <= 80 else repr(tenant)[:77] + "..."
         raise InvalidTenant(
-            f"{tenant!r} is not a tenant ID: 1-64 letters, digits, '_' or '-', starting with a letter or digit"
+            f"{shown} is not a tenant ID: 1-64 letters, digits, '_' or '-', starting with a letter or digit"
         )
     return tenant
 
