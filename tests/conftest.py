@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import socket
 import threading
 import time
@@ -30,6 +32,21 @@ ADAPTERS: dict[str, Callable[[Path], tuple[object, object]]] = {
     "memory": lambda _tmp: (MemoryBlobStore(), MemoryIndex()),
     "files+sqlite": lambda tmp: (FileBlobStore(tmp / "blobs"), SqlIndex(f"sqlite:///{tmp / 'index.sqlite3'}")),
 }
+
+
+# The `codecs` extra's pixel plugins (pydicom's decoders and encoders use them by these names).
+CODEC_PLUGINS = ("pylibjpeg", "libjpeg", "openjpeg", "rle", "jpeg_ls", "gdcm")
+
+
+@pytest.fixture
+def codecs() -> None:
+    """The ``codecs`` extra is installed (skip without it; fail under CI, which installs it)."""
+    missing = [name for name in CODEC_PLUGINS if importlib.util.find_spec(name) is None]
+    if missing:
+        reason = f"pixel codec plugins not installed ({', '.join(missing)}): pip install -e '.[codecs]'"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
 
 
 @pytest.fixture

@@ -119,17 +119,8 @@ class FrameProfile(NamedTuple):
         return self.rows * self.columns * self.samples_per_pixel * ((self.bits_allocated + 7) // 8)
 
     def encoder_options(self) -> dict[str, Any]:
-        return {
-            "rows": self.rows,
-            "columns": self.columns,
-            "samples_per_pixel": self.samples_per_pixel,
-            "bits_allocated": self.bits_allocated,
-            "bits_stored": self.bits_stored,
-            "pixel_representation": self.pixel_representation,
-            "photometric_interpretation": self.photometric_interpretation,
-            "number_of_frames": 1,
-            "planar_configuration": 0,
-        }
+        """Keyword options for ``pydicom`` encoders: this profile, one interleaved frame."""
+        return {**self._asdict(), "number_of_frames": 1, "planar_configuration": 0}
 
 
 # --------------------------------------------------------------------------------------------

@@ -5,8 +5,6 @@ Tests that need the ``codecs`` extra skip without it, except under ``CI=true``, 
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -52,18 +50,6 @@ from dicomweb_kit.pixels.description import PixelDescription
 
 TEST_FILES = Path(pydicom.data.__file__).parent / "test_files"
 AS_STORED: dict[str, Any] = {"as_rgb": False}
-PLUGINS = ("pylibjpeg", "libjpeg", "openjpeg", "rle", "jpeg_ls", "gdcm")
-
-
-@pytest.fixture
-def codecs() -> None:
-    """The ``codecs`` extra is installed (skip without it; fail under CI, which installs it)."""
-    missing = [name for name in PLUGINS if importlib.util.find_spec(name) is None]
-    if missing:
-        reason = f"pixel codec plugins not installed ({', '.join(missing)}): pip install -e '.[codecs]'"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
 
 
 def describe(**overrides: Any) -> PixelDescription:

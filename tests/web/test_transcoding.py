@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import email.parser
 import email.policy
-import importlib.util
 import io
-import os
 from pathlib import Path
 
 import httpx
@@ -38,19 +36,7 @@ from dicomweb_kit.testing import make_dataset, part10_bytes
 pytestmark = pytest.mark.anyio
 
 TEST_FILES = Path(pydicom.data.__file__).parent / "test_files"
-PLUGINS = ("pylibjpeg", "libjpeg", "openjpeg", "rle", "jpeg_ls", "gdcm")
 DICOM = 'multipart/related; type="application/dicom"'
-
-
-@pytest.fixture
-def codecs() -> None:
-    """The ``codecs`` extra is installed (skip without it; fail under CI, which installs it)."""
-    missing = [name for name in PLUGINS if importlib.util.find_spec(name) is None]
-    if missing:
-        reason = f"pixel codec plugins not installed ({', '.join(missing)}): pip install -e '.[codecs]'"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
 
 
 def parts(response: httpx.Response) -> list[tuple[str | None, bytes]]:
