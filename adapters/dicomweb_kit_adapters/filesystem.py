@@ -48,11 +48,9 @@ from functools import partial
 from typing import TypeVar
 
 import anyio
-import anyio.to_thread
 
 from dicomweb_kit import BlobInfo, InvalidRequest, ResourceNotFound, StorageUnavailable, validate_tenant
-
-from .threads import WorkerThreads
+from dicomweb_kit.threads import WorkerThreads
 
 __all__ = ["FileBlobStore"]
 
@@ -137,7 +135,11 @@ def _sync_dir(path: str) -> None:
         os.close(fd)
 
 
-def _write_all(fd: int, pieces: list[bytes]) -> None:
+def _views_bytes(chunk: bytes | memoryview) -> bool:
+    return type(chunk) is memoryview and type(chunk.obj) is bytes
+
+
+def _write_all(fd: int, pieces: list[bytes | memoryview]) -> None:
     """Write ``pieces`` in order with as few syscalls as possible and no copy (``writev``)."""
     if not hasattr(os, "writev"):  # Windows
         for piece in pieces:
@@ -223,6 +225,9 @@ class FileBlobStore:
         read_threads: at most this many threads read for ``get`` at once (started on demand,
             ended when idle); further reads queue. They hop far faster than anyio's thread pool,
             which matters when a retrieve streams thousands of small blobs.
+        write_threads: at most this many threads write, rename, fsync and delete at once (the
+            same kind of pool). ``sync`` hands each file's fsync to its own thread: concurrent
+            fsyncs share the filesystem's journal commits.
 
     ``get`` reads from a file opened when iteration starts, so a blob replaced or deleted while
     it is streamed still streams the version that was there. A cancellation that arrives while
@@ -238,9 +243,10 @@ class FileBlobStore:
         fsync: bool = True,
         stale_temp_after: float = 600.0,
         read_threads: int = 16,
+        write_threads: int = 32,
     ) -> None:
-        if read_chunk_size <= 0 or write_buffer_size <= 0 or read_threads <= 0:
-            raise ValueError("read_chunk_size, write_buffer_size and read_threads must be positive")
+        if min(read_chunk_size, write_buffer_size, read_threads, write_threads) <= 0:
+            raise ValueError("read_chunk_size, write_buffer_size, read_threads and write_threads must be positive")
         self.root = os.path.abspath(os.fspath(root))
         self._temp_dir = os.path.join(self.root, _TEMP_DIR)
         self._read_chunk = read_chunk_size
@@ -250,11 +256,12 @@ class FileBlobStore:
         self._unsynced_dirs: set[str] = set()
         self._stale_temp_after = stale_temp_after
         self._readers = WorkerThreads(read_threads, name="FileBlobStore reader")
+        self._writers = WorkerThreads(write_threads, name="FileBlobStore writer")
         self._tenants: dict[str, FileBlobStore] = {}
 
     def for_tenant(self, tenant: str, /) -> FileBlobStore:
         """The blobs of ``tenant``, under ``<root>/tenants/<tenant>`` with the same layout and
-        settings (:class:`dicomweb_kit.tenancy.TenantScoped`); its reads share this store's threads.
+        settings (:class:`dicomweb_kit.tenancy.TenantScoped`); it shares this store's threads.
         A tenant's data is one directory: moved, backed up or removed as one."""
         found = self._tenants.get(tenant)
         if found is None:
@@ -318,15 +325,16 @@ class FileBlobStore:
     async def put(self, key: str, chunks: AsyncIterable[bytes | memoryview], /, *, durable: bool = True) -> BlobInfo:
         path = self.path_of(key)
         temp = _Temp()
-        pending: list[bytes] = []
+        pending: list[bytes | memoryview] = []
         pending_size = 0
         try:
             async for chunk in chunks:
                 if not chunk:
                     continue
                 # A memoryview may point into a buffer its producer reuses after the next
-                # iteration, so keep a copy; bytes are immutable and are kept as they are.
-                piece = chunk if type(chunk) is bytes else bytes(chunk)
+                # iteration, so keep a copy, unless it views immutable bytes (the multipart
+                # reader's parts do): those are kept as they are, like bytes.
+                piece = chunk if type(chunk) is bytes or _views_bytes(chunk) else bytes(chunk)
                 pending.append(piece)
                 pending_size += len(piece)
                 if pending_size >= self._write_buffer:
@@ -338,7 +346,7 @@ class FileBlobStore:
             # Failure, client gone or cancelled: drop the temp file. Shielded, or a cancellation
             # would stop the cleanup it triggered. A previous blob under key was never touched.
             with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(self._discard, temp)
+                await self._writers.run(partial(self._discard, temp))
             raise
         return BlobInfo(key=key, size=temp.size)
 
@@ -347,31 +355,25 @@ class FileBlobStore:
         filesystem's journal commits, several times faster than one fsync pair per put."""
         if not self._fsync or not keys:
             return
-        synced: set[str] = set()
 
-        def sync_file(path: str) -> None:
+        def sync_file(path: str) -> str | None:
             try:
                 fd = os.open(path, os.O_RDONLY)
             except FileNotFoundError:
-                return  # never stored, or deleted since: nothing to make durable
+                return None  # never stored, or deleted since: nothing to make durable
             try:
                 _sync_fd(fd)
             finally:
                 os.close(fd)
-            synced.add(os.path.dirname(path))
+            return os.path.dirname(path)
 
-        async def run(func: Callable[[str], None], path: str) -> None:
-            await self._run(partial(func, path), "cannot sync blobs")
-
-        async with anyio.create_task_group() as tasks:
-            for key in keys:
-                tasks.start_soon(run, sync_file, self.path_of(key))
+        paths = [self.path_of(key) for key in keys]
+        synced = await self._run_all([partial(sync_file, path) for path in paths], "cannot sync blobs")
         # New shard directories need their own entries made durable in their parents. Entries stay
         # in the set until synced, so a concurrent sync() never returns before they are.
         parents = set(self._unsynced_dirs)
-        async with anyio.create_task_group() as tasks:
-            for directory in sorted(synced | parents):
-                tasks.start_soon(run, _sync_dir, directory)
+        directories = sorted({d for d in synced if d is not None} | parents)
+        await self._run_all([partial(_sync_dir, d) for d in directories], "cannot sync blobs")
         self._unsynced_dirs -= parents
 
     async def get(self, key: str, /, *, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
@@ -493,11 +495,11 @@ class FileBlobStore:
                 temp.fd, temp.path = tempfile.mkstemp(dir=self._temp_dir, prefix=_TEMP_PREFIX)
         return temp.fd
 
-    def _write(self, temp: _Temp, pieces: list[bytes]) -> None:
+    def _write(self, temp: _Temp, pieces: list[bytes | memoryview]) -> None:
         _write_all(self._open_temp(temp), pieces)
         temp.size += sum(map(len, pieces))
 
-    def _commit(self, temp: _Temp, pieces: list[bytes], path: str, *, durable: bool) -> None:
+    def _commit(self, temp: _Temp, pieces: list[bytes | memoryview], path: str, *, durable: bool) -> None:
         self._write(temp, pieces)
         assert temp.fd is not None and temp.path is not None
         if durable:
@@ -541,12 +543,17 @@ class FileBlobStore:
             with contextlib.suppress(OSError):
                 os.unlink(path)
 
-    @staticmethod
-    async def _run(func: Callable[[], _T], what: str) -> _T:
-        # Never abandon_on_cancel: a cancelled put must wait for its write hop to finish before
-        # the cleanup closes the descriptor that hop is using.
+    async def _run(self, func: Callable[[], _T], what: str) -> _T:
+        # Never abandoned on cancel (the hop is shielded): a cancelled put must wait for its write
+        # hop to finish before the cleanup closes the descriptor that hop is using.
         try:
-            return await anyio.to_thread.run_sync(func)
+            return await self._writers.run(func)
+        except OSError as exc:
+            raise _unavailable(what, exc) from exc
+
+    async def _run_all(self, funcs: Sequence[Callable[[], _T]], what: str) -> list[_T]:
+        try:
+            return await self._writers.run_all(funcs)
         except OSError as exc:
             raise _unavailable(what, exc) from exc
 
