@@ -390,7 +390,10 @@ async def _peek(
         async for chunk in iterator:
             yield chunk
 
-    return b"".join(bytes(c) for c in seen)[:size], replay()
+    head = bytearray()
+    for chunk in seen:  # only the bytes asked for: the first chunk may be a whole 256 KB read
+        head += memoryview(chunk)[: size - len(head)]
+    return bytes(head), replay()
 
 
 async def _repaired(chunks: AsyncIterable[bytes | memoryview], limit: int) -> AsyncIterator[bytes]:

@@ -20,7 +20,6 @@ import anyio
 import pytest
 from dicomweb_kit_adapters import filesystem
 from dicomweb_kit_adapters.filesystem import FileBlobStore
-from dicomweb_kit_adapters.threads import WorkerThreads
 
 from dicomweb_kit import InvalidRequest, ResourceNotFound, StorageUnavailable
 from dicomweb_kit.testing import BlobStoreContract
@@ -344,28 +343,6 @@ async def test_more_concurrent_gets_than_read_threads(tmp_path: Path) -> None:
             tasks.start_soon(read, key)
     assert got == blobs
     assert sum(t.name == "FileBlobStore reader" for t in threading.enumerate()) >= 1
-
-
-async def test_read_threads_end_when_idle_and_come_back() -> None:
-    readers = WorkerThreads(max_threads=3, idle_seconds=0.05)
-    results = []
-
-    async def one(i: int) -> None:
-        results.append(await readers.run(lambda: i * 2))
-
-    async with anyio.create_task_group() as tasks:
-        for i in range(10):
-            tasks.start_soon(one, i)
-    assert sorted(results) == [i * 2 for i in range(10)]
-    assert 1 <= readers._threads <= 3
-    for _ in range(100):
-        if readers._threads == 0:
-            break
-        await anyio.sleep(0.02)
-    assert readers._threads == 0 and readers._pending == 0
-    assert await readers.run(lambda: "again") == "again"  # a new thread starts on demand
-    with pytest.raises(ZeroDivisionError):
-        await readers.run(lambda: 1 // 0)  # errors reach the caller
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts open descriptors in /proc")
