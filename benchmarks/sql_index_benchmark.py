@@ -19,7 +19,12 @@ Measured per engine and for ``MemoryIndex`` (the reference):
   capped at ``--budget`` seconds) - target p95 <= 20 ms on SQLite and PostgreSQL;
 * ``records()`` of the 500-instance series - target p50 <= 30 ms;
 * the fixed cost of a study list on a 5-study archive;
-* ingest: instances/s for ``add_many`` batches of 20 and for single ``add`` (fresh database).
+* ingest: instances/s for ``add_many`` batches of 20 and for single ``add`` (fresh database);
+* ``add_many`` of 20 CT-like records (~150 attributes each, a STOW request's batch): ms per batch
+  into a fresh database, on SQLite beside the machine's limit measured in the same run: the same
+  rows (instances, their match values, change feed entries, the study/series rows) written with
+  plain ``sqlite3`` ``executemany`` in one ``BEGIN IMMEDIATE`` transaction, rows built beforehand.
+  ``--add-many-only`` measures just this.
 
 Every answer is checked against the memory index (same entity keys), so a fast wrong answer
 cannot pass.
@@ -344,6 +349,7 @@ class Result:
     p95: float
     runs: int
     check: str = ""
+    reference: Result | None = None  # measured in the same run; printed beside, with the ratio
 
 
 async def measure(index: Any, plan: Plan, args: argparse.Namespace, reference: dict[str, Any]) -> list[Result]:
@@ -396,12 +402,203 @@ async def small_and_ingest(engine: str, args: argparse.Namespace) -> list[Result
     return out
 
 
+# --- add_many of CT-like batches -----------------------------------------------------------------
+
+ADD_MANY_BATCH = 20
+ADD_MANY_WARMUP = 20
+CT_ATTRIBUTES = 150
+CT_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.2"
+
+
+def _ct_padding() -> dict[str, Any]:
+    """Private LO/DS/US elements filling a CT header up to :data:`CT_ATTRIBUTES`."""
+    kinds = [("LO", "value text"), ("DS", 1.25), ("US", 512)]
+    padding: dict[str, Any] = {"00190010": _el("LO", "SYNTHETIC")}
+    for element in range(0x1000, 0x1000 + CT_ATTRIBUTES - 45):
+        vr, value = kinds[element % 3]
+        padding[f"0019{element:04X}"] = _el(vr, value)
+    return padding
+
+
+CT_PADDING = _ct_padding()
+
+
+def ct_like_record(salt: str, s: int, r: int, n: int) -> InstanceRecord:
+    """An instance of a 512x512 CT series: the plan's attributes, the CT image module, padding."""
+    study = Study(s, f"PCT{salt}{s:05d}", "PATCHWORK^QUILT", "20240102", "CT", (100,))
+    base = make_record(salt, study, r, n, s * 1000 + r * 100 + n)
+    attrs = dict(base.attributes)
+    attrs.update(CT_PADDING)
+    attrs.update(
+        {
+            "00080008": _el("CS", "ORIGINAL", "PRIMARY", "AXIAL"),
+            "00080016": _el("UI", CT_SOP_CLASS),
+            "00080021": _el("DA", "20240102"),
+            "00080031": _el("TM", "101500"),
+            "00080070": _el("LO", "ACME MEDICAL"),
+            "00080080": _el("LO", "General Hospital"),
+            "00081090": _el("LO", "SCANNER 9000"),
+            "00180015": _el("CS", "CHEST"),
+            "00180050": _el("DS", 5.0),
+            "00180060": _el("DS", 120),
+            "00181150": _el("IS", 500),
+            "00181151": _el("IS", 300),
+            "00181152": _el("IS", 150),
+            "00185100": _el("CS", "HFS"),
+            "00200032": _el("DS", -180.0, -180.0, 12.5 + 5 * n),
+            "00200037": _el("DS", 1.0, 0.0, 0.0, 0.0, 1.0, 0.0),
+            "00201041": _el("DS", 12.5 + 5 * n),
+            "00280010": _el("US", 512),
+            "00280011": _el("US", 512),
+            "00280030": _el("DS", 0.703125, 0.703125),
+            "00281050": _el("DS", 40, 400),
+            "00281051": _el("DS", 400, 1500),
+            "00281052": _el("DS", -1024),
+            "00281053": _el("DS", 1),
+        }
+    )
+    return msgspec.structs.replace(
+        base,
+        sop_class_uid=CT_SOP_CLASS,
+        size=512 * 512 * 2 + 2000,
+        metadata=msgspec.Raw(msgspec.json.encode(attrs)),
+        attributes=attrs,
+    )
+
+
+def ct_like_batches(count: int, salt: str) -> list[list[InstanceRecord]]:
+    """``count`` batches of :data:`ADD_MANY_BATCH` instances: 100-instance series, 4 per study."""
+    per_series = 100 // ADD_MANY_BATCH
+    return [
+        [
+            ct_like_record(salt, b // (4 * per_series), b // per_series % 4, b % per_series * ADD_MANY_BATCH + k)
+            for k in range(ADD_MANY_BATCH)
+        ]
+        for b in range(count)
+    ]
+
+
+async def add_many_ms(engine: str, args: argparse.Namespace) -> Result:
+    """ms per ``add_many`` of a CT-like batch into a fresh database; on SQLite beside the raw limit."""
+    name = f"dwk_bench_add_many_{os.getpid()}"
+    index: Any = MemoryIndex() if engine == "memory" else await open_index(engine, name, args, fresh=True)
+    batches = ct_like_batches(ADD_MANY_WARMUP + args.add_many_batches, salt="a")
+    samples: list[float] = []
+    try:
+        for n, batch in enumerate(batches):
+            t0 = time.perf_counter()
+            outcomes = await index.add_many(batch, on_existing="keep")
+            if n >= ADD_MANY_WARMUP:
+                samples.append((time.perf_counter() - t0) * 1000)
+            assert all(outcome.stored for outcome in outcomes)
+    finally:
+        if engine != "memory":
+            await index.aclose()
+            await drop(engine, name, args)
+    result = Result(
+        f"add_many({ADD_MANY_BATCH} CT-like) ms/batch",
+        percentile(samples, 0.5),
+        percentile(samples, 0.95),
+        len(samples),
+    )
+    if engine == "sqlite":
+        raw = await raw_sqlite_ms(batches)
+        result.reference = Result("raw sqlite3 executemany", percentile(raw, 0.5), percentile(raw, 0.95), len(raw))
+    return result
+
+
+# As the index sets them on its connections (sql/dialects.py).
+_INDEX_PRAGMAS = (
+    "journal_mode=WAL",
+    "synchronous=NORMAL",
+    "foreign_keys=ON",
+    "cache_size=-65536",
+    "mmap_size=268435456",
+    "temp_store=MEMORY",
+)
+_RAW_INSERTS = {
+    "instances": "INSERT INTO dwk_instances (id, study_id, series_id, instance_uid, sop_class_uid, transfer_syntax_uid,"
+    " blob_key, size, metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    "values": "INSERT INTO dwk_instance_values (instance_id, tag, vidx, grp, value, value_key, irregular, study_id,"
+    " series_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    "feed": "INSERT INTO dwk_changefeed (seq, at_us, action, study_uid, series_uid, instance_uid, modality, version)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+}
+
+
+async def raw_sqlite_ms(batches: list[list[InstanceRecord]]) -> list[float]:
+    """The machine's limit for :func:`add_many_ms`: the same rows into the same schema (and the
+    index's pragmas) with ``sqlite3`` alone, one ``BEGIN IMMEDIATE`` transaction per batch, rows
+    built beforehand: the database's own work, without any per-row Python."""
+    import sqlite3
+
+    path = Path(tempfile.gettempdir()) / f"dwk-raw-add-many-{os.getpid()}.db"
+    _unlink_db(path)
+    index = SqlIndex(f"sqlite:///{path}")
+    await index.open()  # the schema
+    await index.aclose()
+    db = sqlite3.connect(path, isolation_level=None)
+    for pragma in _INDEX_PRAGMAS:
+        db.execute(f"PRAGMA {pragma}")
+    samples: list[float] = []
+    ids: dict[str, int] = {}  # study and series UIDs
+    try:
+        for n, batch in enumerate(batches):
+            first = batch[0]
+            new_study, new_series = first.study_uid not in ids, first.series_uid not in ids
+            study_id = ids.setdefault(first.study_uid, len(ids) + 1)
+            series_id = ids.setdefault(first.series_uid, len(ids) + 1)
+            rows = _raw_rows(batch, n * ADD_MANY_BATCH, study_id, series_id)
+            t0 = time.perf_counter()
+            db.execute("BEGIN IMMEDIATE")
+            if new_study:
+                db.execute("INSERT INTO dwk_studies (id, study_uid, num_series, num_instances) VALUES (?, ?, 1, 0)",
+                           (study_id, first.study_uid))  # fmt: skip
+            if new_series:
+                db.execute("INSERT INTO dwk_series (id, study_id, series_uid, num_instances) VALUES (?, ?, ?, 0)",
+                           (series_id, study_id, first.series_uid))  # fmt: skip
+            for table, sql in _RAW_INSERTS.items():
+                db.executemany(sql, rows[table])
+            for sql, params in rows["updates"]:
+                db.execute(sql, params)
+            db.execute("UPDATE dwk_changefeed_head SET seq = ? WHERE id = 1", ((n + 1) * ADD_MANY_BATCH,))
+            db.execute("COMMIT")
+            if n >= ADD_MANY_WARMUP:
+                samples.append((time.perf_counter() - t0) * 1000)
+    finally:
+        db.close()
+        _unlink_db(path)
+    return samples
+
+
+def _raw_rows(batch: list[InstanceRecord], before: int, study_id: int, series_id: int) -> dict[str, list[Any]]:
+    from dicomweb_kit_adapters.sql.extract import indexed_attributes, representative, value_rows
+    from dicomweb_kit_adapters.sql.schema import SERIES_COLUMNS, STUDY_COLUMNS
+
+    indexed = indexed_attributes(())
+    rows: dict[str, list[Any]] = {"instances": [], "values": [], "feed": [], "updates": []}
+    for table, entity, columns in (("dwk_series", series_id, SERIES_COLUMNS), ("dwk_studies", study_id, STUDY_COLUMNS)):
+        summary = representative(batch[-1].attributes, columns)  # the counter and the newest instance's columns
+        sets = ", ".join(f"{column} = ?" for column in summary)
+        sql = f"UPDATE {table} SET num_instances = num_instances + ?, {sets} WHERE id = ?"
+        rows["updates"].append((sql, (len(batch), *summary.values(), entity)))
+    for k, record in enumerate(batch):
+        n = before + k + 1  # the instance's id and change feed sequence
+        rows["instances"].append(
+            (n, study_id, series_id, record.instance_uid, record.sop_class_uid, record.transfer_syntax_uid,
+             record.blob_key, record.size, bytes(record.metadata))
+        )  # fmt: skip
+        rows["values"] += [(n, *value, study_id, series_id) for value in value_rows(record.attributes, indexed)]
+        rows["feed"].append((n, 0, "create", record.study_uid, record.series_uid, record.instance_uid, "CT", n))
+    return rows
+
+
 def verdict(engine: str, res: Result) -> str:
     if res.check:
         return res.check
     if res.name.startswith("records()"):
         return "PASS" if res.p50 <= RECORDS_P50_MS else "FAIL"
-    if res.name.startswith(("ingest", "5-study")):
+    if res.name.startswith(("ingest", "5-study", "add_many")):
         return ""
     if engine not in TARGET_ENGINES:
         return "(no target)"
@@ -410,8 +607,13 @@ def verdict(engine: str, res: Result) -> str:
 
 def print_table(engine: str, results: list[Result], memory: dict[str, Result]) -> None:
     print(f"\n== {engine} ==")
-    print(f"{'measure':40} {'p50 ms':>9} {'p95 ms':>9} {'runs':>5} {'mem p50':>9} {'x mem':>7}  verdict")
+    print(f"{'measure':40} {'p50 ms':>9} {'p95 ms':>9} {'runs':>5} {'ref p50':>9} {'x ref':>7}  verdict")
     for res in results:
+        if res.reference is not None:
+            ref = res.reference
+            print(f"{res.name:40} {res.p50:9.2f} {res.p95:9.2f} {res.runs:5d} {ref.p50:9.2f} {res.p50 / ref.p50:7.2f}"
+                  f"  (ref: {ref.name}, same rows)")  # fmt: skip
+            continue
         ref = memory.get(res.name)
         if res.name.startswith("ingest"):
             ratio = f"{res.p50 / ref.p50:7.3f}" if ref else ""
@@ -423,6 +625,11 @@ def print_table(engine: str, results: list[Result], memory: dict[str, Result]) -
 
 
 async def run(args: argparse.Namespace) -> int:
+    if args.add_many_only:
+        tables = {engine: [await add_many_ms(engine, args)] for engine in ["memory", *args.engines]}
+        for engine, results in tables.items():
+            print_table(engine, results, {})
+        return 0
     plan = Plan(args.n)
     print(f"{args.n} instances in {len(plan.studies)} studies, {sum(len(s.series_sizes) for s in plan.studies)} series")
     reference: dict[str, Any] = {}
@@ -443,8 +650,10 @@ async def run(args: argparse.Namespace) -> int:
                 await index.aclose()
         if not args.no_ingest:
             results += await small_and_ingest(engine, args)
+            results.append(await add_many_ms(engine, args))
         tables[engine] = results
     memory = {r.name: r for r in tables["memory"]}
+    print("\n(ref: the same measure on MemoryIndex, unless the row names another)")
     for engine, results in tables.items():
         print_table(engine, results, memory)
     failed = any(verdict(e, r) in ("FAIL", "WRONG") for e, rs in tables.items() for r in rs if e != "memory")
@@ -458,7 +667,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=50, help="timed runs per query (default 50)")
     parser.add_argument("--budget", type=float, default=15.0, help="seconds per query before stopping early")
     parser.add_argument("--ingest", type=int, default=1500, help="instances for the ingest rates")
-    parser.add_argument("--no-ingest", action="store_true", help="skip the 5-study and ingest measurements")
+    parser.add_argument("--no-ingest", action="store_true", help="skip the 5-study, ingest and add_many measurements")
+    parser.add_argument("--add-many-only", action="store_true", help="measure only add_many of CT-like batches")
+    parser.add_argument("--add-many-batches", type=int, default=200, help="timed add_many batches (default 200)")
     parser.add_argument("--postgres-url", default=POSTGRES_URL)
     parser.add_argument("--mariadb-url", default=MARIADB_URL)
     args = parser.parse_args(argv)

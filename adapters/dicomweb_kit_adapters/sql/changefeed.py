@@ -17,13 +17,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
 
-from sqlalchemy import BigInteger, Column, ColumnElement, Index, Integer, Table, func, insert, select, update
+from sqlalchemy import BigInteger, Column, ColumnElement, Index, Integer, Table, bindparam, func, insert, select, update
 from sqlalchemy.engine import Connection
 
 from dicomweb_kit import ChangeEntry, ChangeFilter, InstanceRecord
 from dicomweb_kit.changefeed import from_micros, modality_of, now_utc, state_of
 
 from .schema import _MYSQL, _text, instances, metadata, series, studies
+from .sqlite_direct import Statements
 
 if TYPE_CHECKING:
     from .index import SqlIndex
@@ -57,35 +58,43 @@ changefeed_head = Table(
 TABLES: Final = [changefeed, changefeed_head]
 
 
-def _reserve(conn: Connection, count: int) -> int:
+_HEAD: Final = select(changefeed_head.c.seq).where(changefeed_head.c.id == 1).with_for_update()
+_SET_HEAD: Final = update(changefeed_head).where(changefeed_head.c.id == 1).values(seq=bindparam("last_seq"))
+_INSERT_HEAD: Final = insert(changefeed_head)
+_INSERT_ENTRIES: Final = insert(changefeed)
+_ENTRY_COLUMNS: Final = ("seq", "at_us", "action", "study_uid", "series_uid", "instance_uid", "modality", "version")
+
+
+def _reserve(run: Statements, count: int) -> int:
     """Lock the head row and take ``count`` sequence numbers; return the first."""
-    last = conn.scalar(select(changefeed_head.c.seq).where(changefeed_head.c.id == 1).with_for_update())
-    if last is None:  # the migration inserts it; a database emptied by hand gets it back
-        conn.execute(insert(changefeed_head).values(id=1, seq=0))
-        last = 0
-    conn.execute(update(changefeed_head).where(changefeed_head.c.id == 1).values(seq=int(last) + count))
-    return int(last) + 1
+    found = run.rows(_HEAD, {})
+    if not found:  # the migration inserts it; a database emptied by hand gets it back
+        run.execute(_INSERT_HEAD, [{"id": 1, "seq": 0}])
+    last = int(found[0].seq) if found else 0
+    run.execute(_SET_HEAD, [{"last_seq": last + count}])
+    return last + 1
 
 
-def append_stored(conn: Connection, stored: Sequence[tuple[InstanceRecord, bool]], /) -> None:
+def append_stored(run: Statements, stored: Sequence[tuple[InstanceRecord, bool]], /) -> None:
     """Record ``(record, replaced)`` pairs as create/replace entries (inside the add's transaction)."""
     if not stored:
         return
-    first = _reserve(conn, len(stored))
+    first = _reserve(run, len(stored))
     at = _micros()
-    conn.execute(
-        insert(changefeed),
+    run.insert(
+        _INSERT_ENTRIES,
+        _ENTRY_COLUMNS,
         [
-            {
-                "seq": first + n,
-                "at_us": at,
-                "action": "replace" if replaced else "create",
-                "study_uid": record.study_uid,
-                "series_uid": record.series_uid,
-                "instance_uid": record.instance_uid,
-                "modality": modality_of(record),
-                "version": first + n,
-            }
+            (
+                first + n,
+                at,
+                "replace" if replaced else "create",
+                record.study_uid,
+                record.series_uid,
+                record.instance_uid,
+                modality_of(record),
+                first + n,
+            )
             for n, (record, replaced) in enumerate(stored)
         ],
     )
@@ -106,7 +115,7 @@ def append_removed(conn: Connection, where: list[ColumnElement[bool]], /) -> Non
     if not doomed:
         return
     versions = _newest(conn, [row.instance_uid for row in doomed])
-    first = _reserve(conn, len(doomed))
+    first = _reserve(Statements(conn), len(doomed))
     at = _micros()
     rows = []
     for n, row in enumerate(doomed):

@@ -23,8 +23,9 @@ the reference matcher gives in Python:
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from dicomweb_kit import (
@@ -44,6 +45,8 @@ __all__ = [
     "MAX_TEXT",
     "NUMERIC_VRS",
     "SOURCE_TAG",
+    "VALUE_COLUMNS",
+    "ValueRow",
     "fold",
     "indexed_attributes",
     "number_key",
@@ -148,6 +151,8 @@ def _storable(text: str | None) -> bool:
         return True
     if len(text) > MAX_TEXT or "\x00" in text:
         return False
+    if text.isascii():
+        return True
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
@@ -163,43 +168,77 @@ def _key(value: Any, vr: str) -> str | None:
     return str(value).strip(" ")
 
 
-def _rows_of(tag: int, vr: str, values: list[Any]) -> Iterable[dict[str, Any]]:
+# One value's (grp, value, value_key) forms, or None when SQL cannot hold it (an irregular row).
+_Forms = tuple[tuple[int, str | None, str | None], ...] | None
+
+
+def _forms(vr: str, value: Any) -> _Forms:
+    if vr == "PN":
+        return _pn_forms(tuple(pn_groups(value)))
+    text = str(value)
+    if vr == "UI" and text.strip() != text.strip(" "):
+        return None  # List of UID Matching strips all whitespace
+    return _checked(((0, text.rstrip(" "), _key(value, vr)),))
+
+
+@functools.lru_cache(maxsize=4096)
+def _pn_forms(groups: tuple[str, ...]) -> _Forms:
+    forms = []
+    for grp, group in enumerate(groups):
+        if group:
+            stripped = pn_strip(group)
+            forms.append((grp, fold(stripped, False), fold(stripped, True)))
+    return _checked(tuple(forms))
+
+
+def _checked(forms: tuple[tuple[int, str | None, str | None], ...]) -> _Forms:
+    return forms if all(_storable(value) and _storable(key) for _grp, value, key in forms) else None
+
+
+ValueRow = tuple[int, int, int, str | None, str | None, bool]
+#: The columns of a :data:`ValueRow`, in order.
+VALUE_COLUMNS: Final = ("tag", "vidx", "grp", "value", "value_key", "irregular")
+
+# Values of these types are hashable and their text is their identity: most values of a batch
+# repeat (a series' instances share all but a few attributes), so their rows are made once.
+# ``typed`` keeps 1 and "1" apart; a bool (equal to 1, but not a number here) never reaches the
+# cache, nor a float (0.0 == -0.0, yet "-0.0" is kept as written).
+_CACHEABLE: Final = (str, int)
+
+
+def value_rows(attrs: Mapping[str, Any], indexed: Mapping[int, str]) -> list[ValueRow]:
+    """The ``instance_values`` rows (:data:`VALUE_COLUMNS`, without ``instance_id``) of one
+    instance's DICOM JSON object."""
+    rows: list[ValueRow] = []
+    for tag, vr in indexed.items():
+        element = attrs.get(_KEYS.get(tag) or f"{tag:08X}")
+        values = element.get("Value") if isinstance(element, dict | Mapping) else None
+        if not isinstance(values, list) or not values:
+            continue  # missing or zero length: only Universal Matching applies (PS3.4 §C.2.2.2.3)
+        if len(values) == 1 and type(values[0]) in _CACHEABLE:
+            rows.extend(_single_value_rows(tag, vr, values[0]))
+        else:
+            rows.extend(_attribute_rows(tag, vr, values))
+    return rows
+
+
+_KEYS: Final = {tag: f"{tag:08X}" for tag in DEFAULT_INDEXED}  # their DICOM JSON keys, formatted once
+
+
+@functools.lru_cache(maxsize=8192, typed=True)
+def _single_value_rows(tag: int, vr: str, value: str | int) -> tuple[ValueRow, ...]:
+    return tuple(_attribute_rows(tag, vr, [value]))
+
+
+def _attribute_rows(tag: int, vr: str, values: list[Any]) -> list[ValueRow]:
+    rows: list[ValueRow] = []
     for vidx, value in enumerate(values):
         if value is None:
             continue
-        if vr == "PN":
-            for grp, group in enumerate(pn_groups(value)):
-                if group:
-                    stripped = pn_strip(group)
-                    yield _row(tag, vidx, grp, fold(stripped, False), fold(stripped, True))
-            continue
-        text = str(value)
-        if vr == "UI" and text.strip() != text.strip(" "):
-            yield _row(tag, vidx, 0, None, None, irregular=True)  # List of UID Matching strips all whitespace
-            continue
-        yield _row(tag, vidx, 0, text.rstrip(" "), _key(value, vr))
-
-
-def _row(
-    tag: int, vidx: int, grp: int, value: str | None, key: str | None, *, irregular: bool = False
-) -> dict[str, Any]:
-    if not irregular and not (_storable(value) and _storable(key)):
-        value, key, irregular = None, None, True
-    return {"tag": tag, "vidx": vidx, "grp": grp, "value": value, "value_key": key, "irregular": irregular}
-
-
-def value_rows(attrs: Mapping[str, Any], indexed: Mapping[int, str]) -> list[dict[str, Any]]:
-    """The ``instance_values`` rows (without ``instance_id``) of one instance's DICOM JSON object."""
-    rows: list[dict[str, Any]] = []
-    for tag, vr in indexed.items():
-        element = attrs.get(f"{tag:08X}")
-        values = element.get("Value") if isinstance(element, Mapping) else None
-        if not isinstance(values, list) or not values:
-            continue  # missing or zero length: only Universal Matching applies (PS3.4 §C.2.2.2.3)
-        tag_rows = list(_rows_of(tag, vr, values))
-        if any(row["irregular"] for row in tag_rows):
-            tag_rows = [_row(tag, 0, 0, None, None, irregular=True)]
-        rows.extend(tag_rows)
+        forms = _forms(vr, value)
+        if forms is None:
+            return [(tag, 0, 0, None, None, True)]  # the attribute is answered from its metadata
+        rows.extend((tag, vidx, grp, text, key, False) for grp, text, key in forms)
     return rows
 
 

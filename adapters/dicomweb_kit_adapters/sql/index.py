@@ -3,7 +3,9 @@
 Writes are one transaction each, retried on deadlocks, serialization failures and lost
 unique-key races. Concurrent adds of one study serialise on the study row (``SELECT ... FOR
 UPDATE``; SQLite serialises all writers with ``BEGIN IMMEDIATE``), which keeps the counters
-exact and lets the newest instance write the representative columns.
+exact and lets the newest instance write the representative columns. ``add_many`` runs its
+statements through :class:`~.sqlite_direct.Statements`: on SQLite the ``sqlite3`` driver directly
+(compiled once, bulk inserts as ``executemany``), elsewhere SQLAlchemy's ``Connection.execute``.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import functools
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from functools import partial
-from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple, TypeVar
 
 import anyio
 import msgspec
@@ -20,6 +22,7 @@ from sqlalchemy import ColumnElement, Row, bindparam, delete, func, insert, sele
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.sql.dml import Insert
 
 from dicomweb_kit import (
     AddOutcome,
@@ -33,14 +36,15 @@ from dicomweb_kit import (
     ScopeSummary,
     validate_tenant,
 )
+from dicomweb_kit.threads import WorkerThreads
 
-from ..threads import WorkerThreads
 from . import changefeed as _changefeed
 from . import search as _search
-from .dialects import SQLITE_POOL, create_engine, create_sync_engine, guarded, insert_ignore
-from .extract import indexed_attributes, representative, value_rows
+from .dialects import SQLITE_POOL, Kind, create_engine, create_sync_engine, guarded, insert_ignore
+from .extract import VALUE_COLUMNS, ValueRow, indexed_attributes, representative, value_rows
 from .migrations import SCHEMA_VERSION, upgrade
 from .schema import SERIES_COLUMNS, STUDY_COLUMNS, instance_values, instances, series, studies
+from .sqlite_direct import SqliteStatements, Statements
 from .tenants import create_namespace, tenant_location
 from .workitems import SqlWorkitemStore
 
@@ -111,6 +115,9 @@ class SqlIndex:
         # SQLite: the threads operations run in (anyio's pool hops 5-10x slower, which was more
         # than a whole QIDO search once its statements ran on the driver directly).
         self._threads = WorkerThreads(SQLITE_POOL, name="SqlIndex SQLite")
+        # SQLite: add_many's statements run on the sqlite3 driver directly (``_statements``);
+        # not with echo, which logs what SQLAlchemy runs.
+        self._driver_writes = self._kind == "sqlite" and not echo
         self._indexed = indexed_attributes(extra_indexed)
         self._where = f"{self._kind} index"
         self._schema_version: int | None = None
@@ -194,12 +201,11 @@ class SqlIndex:
         rows = (conn.execute(statement.where(instances.c.id.in_(ids)))).all()
         conn.execute(delete(instance_values).where(instance_values.c.instance_id.in_(ids)))
         values = [
-            {**value, "instance_id": row.id, "study_id": row.study_id, "series_id": row.series_id}
+            (row.id, *value, row.study_id, row.series_id)
             for row in rows
             for value in value_rows(_decode(row.metadata), self._indexed)
         ]
-        if values:
-            conn.execute(insert(instance_values), values)
+        self._statements(conn).insert(_INSERT_VALUES, _VALUE_INSERT_COLUMNS, values)
 
     # ----------------------------------------------------------------------------------------
     # Transactions and errors
@@ -350,161 +356,87 @@ class SqlIndex:
             return []
         values = [value_rows(record.attributes, self._indexed) for record in records]
         return await self._write(
-            lambda conn: self._add_many(conn, records, on_existing, values),
+            lambda conn: self._add_many(self._statements(conn), records, on_existing, values),
             "adding instances" if len(records) > 1 else "adding an instance",
         )
 
     async def add(self, record: InstanceRecord, /, *, on_existing: Literal["keep", "replace"]) -> AddOutcome:
         return (await self.add_many([record], on_existing=on_existing))[0]
 
+    def _statements(self, conn: Connection) -> Statements:
+        """How ``conn``'s transaction runs the add's statements: on SQLite the ``sqlite3`` driver
+        directly (SQLAlchemy's per-execution Python was most of a STOW batch's index time)."""
+        return SqliteStatements(conn) if self._driver_writes else Statements(conn)
+
     def _add_many(
         self,
-        conn: Connection,
+        run: Statements,
         records: Sequence[InstanceRecord],
         on_existing: Literal["keep", "replace"],
-        values: list[list[dict[str, Any]]],
+        values: list[list[ValueRow]],
     ) -> list[AddOutcome]:
-        # 1. What is stored already. Lock only the instance rows: the study/series rows are
-        # locked in study-id order below, like every other writer does.
-        uids = sorted({record.instance_uid for record in records})
-        lock = select(instances.c.id).where(instances.c.instance_uid.in_(uids)).with_for_update()
-        locked = _scalars(conn, statement=lock)
-        stored: dict[str, tuple[int, InstanceRecord]] = {}
-        if locked:
-            for found_row in conn.execute(_record_select().where(instances.c.id.in_(locked))):
-                stored[found_row.instance_uid] = (int(found_row.id), _record(found_row))
+        # 1. What is stored already; each record in order, as sequential adds would do.
+        stored = self._stored(run, records)
         was_stored = set(stored)  # for the change feed: these become "replace" entries
-        # 2. Each record in order, as sequential adds would do: a later record sees an earlier
-        # one of the batch as existing. ``pending`` is what gets inserted, in insertion order.
-        outcomes: list[AddOutcome] = []
-        pending: dict[str, int] = {}  # instance UID -> position in records
-        doomed: list[int] = []  # stored instances replaced
-        for position, record in enumerate(records):
-            uid = record.instance_uid
-            previous: InstanceRecord | None = None
-            if uid in pending:
-                previous = records[pending[uid]]
-            elif uid in stored:
-                previous = stored[uid][1]
-            if previous is not None:
-                if on_existing == "keep":
-                    outcomes.append(AddOutcome(stored=False, previous=previous))
-                    continue
-                if uid in pending:
-                    del pending[uid]  # replaced before it was ever written
-                else:
-                    doomed.append(stored.pop(uid)[0])
-            pending[uid] = position
-            outcomes.append(AddOutcome(stored=True, previous=previous))
+        outcomes, pending, doomed = _plan(records, stored, on_existing)
         if doomed:  # replace: delete then insert, in one transaction
-            self._delete(conn, [instances.c.id.in_(doomed)])
+            self._delete(run.conn, [instances.c.id.in_(doomed)])
         if not pending:
             return outcomes
-        batch = [records[position] for position in pending.values()]
-        batch_values = [values[position] for position in pending.values()]
-
-        # 3. Studies: created if missing, then locked (in id order) until commit.
+        batch = [records[position] for position in pending]
+        # 2. Studies: created if missing, then locked (in id order) until commit.
         # (first-appearance order: new rows get ids in insertion order, the stable order)
-        study_uids = list(dict.fromkeys(record.study_uid for record in batch))
-        study_ids = self._lock_studies(conn, study_uids)
-        # 4. Series: the study locks make this select-then-insert race free.
-        wanted = dict.fromkeys((study_ids[record.study_uid], record.series_uid) for record in batch)
-        series_ids = self._series_ids(conn, set(wanted))
+        study_ids = self._lock_studies(run, list(dict.fromkeys(record.study_uid for record in batch)))
+        # 3. Series: the study locks make this select-then-insert race free.
+        wanted = list(dict.fromkeys((study_ids[record.study_uid], record.series_uid) for record in batch))
+        series_ids = self._series_ids(run, set(wanted))
         new_series = [key for key in wanted if key not in series_ids]
         if new_series:
-            conn.execute(
-                insert(series),
-                [{"study_id": study, "series_uid": uid, "num_instances": 0} for study, uid in new_series],
-            )
-            series_ids.update(self._series_ids(conn, set(new_series)))
-        # 5. Instances (ids in batch order, the stable order), then their values.
-        rows: list[dict[str, Any]] = []
-        for record in batch:
-            study_id = study_ids[record.study_uid]
-            rows.append(
-                {
-                    "study_id": study_id,
-                    "series_id": series_ids[(study_id, record.series_uid)],
-                    "instance_uid": record.instance_uid,
-                    "sop_class_uid": record.sop_class_uid,
-                    "transfer_syntax_uid": record.transfer_syntax_uid,
-                    "blob_key": record.blob_key,
-                    "size": record.size,
-                    "metadata": bytes(record.metadata),
-                    "pixel_layout": None if record.pixel_layout is None else _encode_layout(record.pixel_layout),
-                }
-            )
-        if len(rows) == 1:
-            instance_ids = {batch[0].instance_uid: _new_id(conn.execute(insert(instances).values(**rows[0])))}
-        else:
-            conn.execute(insert(instances), rows)
-            found = conn.execute(
-                select(instances.c.instance_uid, instances.c.id).where(
-                    instances.c.instance_uid.in_([record.instance_uid for record in batch])
-                )
-            )
-            instance_ids = {row.instance_uid: int(row.id) for row in found}
-        value_params = [
-            {
-                **value,
-                "instance_id": instance_ids[record.instance_uid],
-                "study_id": new["study_id"],
-                "series_id": new["series_id"],
-            }
-            for record, new, record_values in zip(batch, rows, batch_values, strict=True)
-            for value in record_values
-        ]
-        if value_params:
-            conn.execute(insert(instance_values), value_params)
-        # 6. Counters once per series/study; the newest instance is the representative.
-        series_updates: dict[int, dict[str, Any]] = {}
-        study_updates: dict[int, dict[str, Any]] = {}
-        for record, new in zip(batch, rows, strict=True):
-            one = series_updates.setdefault(new["series_id"], {"b_id": new["series_id"], "b_count": 0})
-            one["b_count"] += 1
-            one["b_record"] = record
-            study = study_updates.setdefault(new["study_id"], {"b_id": new["study_id"], "b_count": 0, "b_series": 0})
-            study["b_count"] += 1
-            study["b_record"] = record
-        for study_id, _uid in new_series:
-            study_updates[study_id]["b_series"] += 1
-        conn.execute(
-            _COUNT_SERIES, [_representative_params(params, SERIES_COLUMNS) for params in series_updates.values()]
+            run.insert(_INSERT_SERIES, ("study_id", "series_uid", "num_instances"), [(*key, 0) for key in new_series])
+            series_ids.update(self._series_ids(run, set(new_series)))
+        # 4. Instances (ids in batch order, the stable order), then their values.
+        rows = [_instance_row(record, study_ids, series_ids) for record in batch]
+        instance_ids = _insert_instances(run, rows)
+        run.insert(
+            _INSERT_VALUES,
+            _VALUE_INSERT_COLUMNS,
+            [
+                (instance_id, *value, row.study_id, row.series_id)
+                for instance_id, row, position in zip(instance_ids, rows, pending, strict=True)
+                for value in values[position]
+            ],
         )
-        conn.execute(
-            _COUNT_STUDIES, [_representative_params(params, STUDY_COLUMNS) for params in study_updates.values()]
-        )
-        _changefeed.append_stored(conn, [(record, record.instance_uid in was_stored) for record in batch])
+        # 5. Counters once per series/study; the newest instance is the representative.
+        _count(run, batch, rows, new_series)
+        _changefeed.append_stored(run, [(record, record.instance_uid in was_stored) for record in batch])
         return outcomes
 
-    def _series_ids(self, conn: Connection, keys: set[tuple[int, str]]) -> dict[tuple[int, str], int]:
-        found = conn.execute(
-            select(series.c.id, series.c.study_id, series.c.series_uid).where(
-                series.c.series_uid.in_(sorted({uid for _study, uid in keys}))
-            )
-        )
+    def _stored(self, run: Statements, records: Sequence[InstanceRecord]) -> dict[str, tuple[int, InstanceRecord]]:
+        """The records' stored instances by UID, with their ids. Locks only the instance rows:
+        the study/series rows are locked in study-id order later, like every other writer does."""
+        uids = sorted({record.instance_uid for record in records})
+        locked = [row.id for row in run.rows(_LOCK_INSTANCES, {"uids": uids})]
+        if not locked:
+            return {}
+        return {row.instance_uid: (int(row.id), _record(row)) for row in run.rows(_STORED, {"ids": locked})}
+
+    def _series_ids(self, run: Statements, keys: set[tuple[int, str]]) -> dict[tuple[int, str], int]:
+        found = run.rows(_SERIES_IDS, {"uids": sorted({uid for _study, uid in keys})})
         return {
             (int(row.study_id), row.series_uid): int(row.id)
             for row in found
             if (int(row.study_id), row.series_uid) in keys
         }
 
-    def _lock_studies(self, conn: Connection, study_uids: list[str]) -> dict[str, int]:
+    def _lock_studies(self, run: Statements, study_uids: list[str]) -> dict[str, int]:
         """The studies' ids, their rows created if missing and locked until commit."""
-        statement = (
-            select(studies.c.id, studies.c.study_uid)
-            .where(studies.c.study_uid.in_(study_uids))
-            .order_by(studies.c.id)
-            .with_for_update()
-        )
-        found = {row.study_uid: int(row.id) for row in conn.execute(statement)}
+        params = {"uids": study_uids}
+        found = {row.study_uid: int(row.id) for row in run.rows(_LOCK_STUDIES, params)}
         missing = [uid for uid in study_uids if uid not in found]
         if missing:
-            conn.execute(
-                insert_ignore(self._kind, studies, ["study_uid"]),
-                [{"study_uid": uid, "num_series": 0, "num_instances": 0} for uid in missing],
-            )
-            found = {row.study_uid: int(row.id) for row in conn.execute(statement)}
+            new = [(uid, 0, 0) for uid in missing]
+            run.insert(_insert_studies(self._kind), ("study_uid", "num_series", "num_instances"), new)
+            found = {row.study_uid: int(row.id) for row in run.rows(_LOCK_STUDIES, params)}
         for uid in study_uids:
             if uid not in found:
                 raise AssertionError(f"study {uid} vanished during insert")
@@ -562,6 +494,102 @@ class SqlIndex:
 # --------------------------------------------------------------------------------------------
 
 
+class _InstanceRow(NamedTuple):
+    """An ``instances`` row to insert."""
+
+    study_id: int
+    series_id: int
+    instance_uid: str
+    sop_class_uid: str
+    transfer_syntax_uid: str
+    blob_key: str
+    size: int
+    metadata: bytes
+    pixel_layout: bytes | None
+
+
+_VALUE_INSERT_COLUMNS: Final = ("instance_id", *VALUE_COLUMNS, "study_id", "series_id")
+
+
+def _plan(
+    records: Sequence[InstanceRecord],
+    stored: dict[str, tuple[int, InstanceRecord]],
+    on_existing: Literal["keep", "replace"],
+) -> tuple[list[AddOutcome], list[int], list[int]]:
+    """Each record in order, as sequential adds would do: a later record sees an earlier one of
+    the batch as existing. Returns the outcomes, the positions of the records to insert (in
+    insertion order) and the ids of the stored instances they replace."""
+    stored = dict(stored)
+    outcomes: list[AddOutcome] = []
+    pending: dict[str, int] = {}  # instance UID -> position in records
+    doomed: list[int] = []
+    for position, record in enumerate(records):
+        uid = record.instance_uid
+        previous: InstanceRecord | None = None
+        if uid in pending:
+            previous = records[pending[uid]]
+        elif uid in stored:
+            previous = stored[uid][1]
+        if previous is not None:
+            if on_existing == "keep":
+                outcomes.append(AddOutcome(stored=False, previous=previous))
+                continue
+            if uid in pending:
+                del pending[uid]  # replaced before it was ever written
+            else:
+                doomed.append(stored.pop(uid)[0])
+        pending[uid] = position
+        outcomes.append(AddOutcome(stored=True, previous=previous))
+    return outcomes, list(pending.values()), doomed
+
+
+def _instance_row(
+    record: InstanceRecord, study_ids: dict[str, int], series_ids: dict[tuple[int, str], int]
+) -> _InstanceRow:
+    study_id = study_ids[record.study_uid]
+    return _InstanceRow(
+        study_id,
+        series_ids[(study_id, record.series_uid)],
+        record.instance_uid,
+        record.sop_class_uid,
+        record.transfer_syntax_uid,
+        record.blob_key,
+        record.size,
+        bytes(record.metadata),
+        None if record.pixel_layout is None else _encode_layout(record.pixel_layout),
+    )
+
+
+def _insert_instances(run: Statements, rows: list[_InstanceRow]) -> list[int]:
+    """Insert ``rows``; their new ids, in the same order."""
+    if len(rows) == 1:
+        return [run.insert_one(_INSERT_INSTANCES, rows[0]._asdict())]
+    run.insert(_INSERT_INSTANCES, _InstanceRow._fields, rows)
+    found = run.rows(_INSTANCE_IDS, {"uids": [row.instance_uid for row in rows]})
+    ids = {row.instance_uid: int(row.id) for row in found}
+    return [ids[row.instance_uid] for row in rows]
+
+
+def _count(
+    run: Statements, batch: list[InstanceRecord], rows: list[_InstanceRow], new_series: list[tuple[int, str]]
+) -> None:
+    """Add the batch to its series' and studies' counters; its newest instance of each is the
+    representative."""
+    series_updates: dict[int, dict[str, Any]] = {}
+    study_updates: dict[int, dict[str, Any]] = {}
+    for record, row in zip(batch, rows, strict=True):
+        one = series_updates.setdefault(row.series_id, {"b_id": row.series_id, "b_count": 0})
+        one["b_count"] += 1
+        one["b_record"] = record
+        study = study_updates.setdefault(row.study_id, {"b_id": row.study_id, "b_count": 0, "b_series": 0})
+        study["b_count"] += 1
+        study["b_record"] = record
+    for study_id, _uid in new_series:
+        study_updates[study_id]["b_series"] += 1
+    run.execute(_COUNT_SERIES, [_representative_params(params, SERIES_COLUMNS) for params in series_updates.values()])
+    run.execute(_COUNT_STUDIES, [_representative_params(params, STUDY_COLUMNS) for params in study_updates.values()])
+
+
 def _counter_update(table: Any, columns: dict[str, int]) -> Any:
     values: dict[str, Any] = {
         "num_instances": table.c.num_instances + bindparam("b_count"),
@@ -572,20 +600,10 @@ def _counter_update(table: Any, columns: dict[str, int]) -> Any:
     return update(table).where(table.c.id == bindparam("b_id")).values(**values)
 
 
-_COUNT_SERIES: Final = _counter_update(series, SERIES_COLUMNS)
-_COUNT_STUDIES: Final = _counter_update(studies, STUDY_COLUMNS)
-
-
 def _representative_params(params: dict[str, Any], columns: dict[str, int]) -> dict[str, Any]:
     out = {key: value for key, value in params.items() if key != "b_record"}
     out.update({f"b_{name}": value for name, value in representative(params["b_record"].attributes, columns).items()})
     return out
-
-
-def _new_id(result: Any) -> int:
-    key = result.inserted_primary_key
-    assert key is not None
-    return int(key[0])
 
 
 def _transaction(engine: Engine, work: Callable[[Connection], T], write: bool) -> T:
@@ -629,6 +647,36 @@ def _record_select() -> Any:
 
 def _metadata_select() -> Any:
     return select(instances.c.id, instances.c.study_id, instances.c.series_id, instances.c.metadata)
+
+
+# The statements of ``add_many``, built once (they are cache keys, see ``sqlite_direct``).
+def _any_of(column: Any, name: str) -> ColumnElement[bool]:
+    result: ColumnElement[bool] = column.in_(bindparam(name, expanding=True))
+    return result
+
+
+_LOCK_INSTANCES: Final = select(instances.c.id).where(_any_of(instances.c.instance_uid, "uids")).with_for_update()
+_STORED: Final = _record_select().where(_any_of(instances.c.id, "ids"))
+_LOCK_STUDIES: Final = (
+    select(studies.c.id, studies.c.study_uid)
+    .where(_any_of(studies.c.study_uid, "uids"))
+    .order_by(studies.c.id)
+    .with_for_update()
+)
+_SERIES_IDS: Final = select(series.c.id, series.c.study_id, series.c.series_uid).where(
+    _any_of(series.c.series_uid, "uids")
+)
+_INSTANCE_IDS: Final = select(instances.c.instance_uid, instances.c.id).where(_any_of(instances.c.instance_uid, "uids"))
+_INSERT_SERIES: Final = insert(series)
+_INSERT_INSTANCES: Final = insert(instances)
+_INSERT_VALUES: Final = insert(instance_values)
+_COUNT_SERIES: Final = _counter_update(series, SERIES_COLUMNS)
+_COUNT_STUDIES: Final = _counter_update(studies, STUDY_COLUMNS)
+
+
+@functools.cache
+def _insert_studies(kind: Kind) -> Insert:
+    return insert_ignore(kind, studies, ["study_uid"])
 
 
 @functools.cache
