@@ -2,13 +2,20 @@
 
 Each run parses the file again (both sides pay pydicom's ``dcmread`` the same way; the read
 time is shown separately), because converting a data set also caches pydicom's converted
-elements in it. Run: ``python benchmarks/dicom_json_benchmark.py``.
+elements in it.
+
+A second table times what STOW-RS does with each header (the bytes up to Pixel Data):
+``header_walk.walk_header`` + ``encode`` against ``parse_header`` (pydicom's ``dcmread``) +
+``dataset_to_json_dict`` + ``encode``, with a BulkDataURI factory as ingest uses.
+
+Run: ``python benchmarks/dicom_json_benchmark.py [more.dcm ...]`` (e.g. a corpus CT instance).
 """
 
 from __future__ import annotations
 
 import io
 import json
+import sys
 import timeit
 import warnings
 from collections.abc import Callable
@@ -20,6 +27,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from dicomweb_kit.codecs.dicom_json import dataset_to_json_dict, encode
+from dicomweb_kit.codecs.header_walk import walk_header
+from dicomweb_kit.codecs.part10 import parse_header
 
 DATA_DIR = Path(pydicom.data.__file__).parent
 FILES = ["CT_small.dcm", "MR_small.dcm", "rtplan.dcm", "rtstruct.dcm", "waveform_ecg.dcm", "chrH31.dcm"]
@@ -82,12 +91,47 @@ def measure(name: str, raw: bytes, number: int = 100) -> tuple[str, float, float
     return name, best_ms(read, number), best_ms(ours, number), best_ms(theirs, number)
 
 
+def short_name(path: Path) -> str:
+    """``CT/.../inst-0000.dcm`` for a corpus file: its modality directory and its name."""
+    return f"{path.parts[-4]}/.../{path.name}" if len(path.parts) >= 4 else path.name
+
+
+def header_prefix(raw: bytes) -> tuple[bytes, bool]:
+    """What STOW-RS keeps of an instance: up to a little past Pixel Data, or all of it."""
+    header = parse_header(raw, complete=True)
+    if header.pixel_data_vr is None:
+        return raw, True
+    return raw[: header.header_length + 16], False
+
+
+def measure_header(name: str, raw: bytes, number: int = 200) -> tuple[str, int, float | None, float]:
+    prefix, complete = header_prefix(raw)
+
+    def factory(path: str) -> str:
+        return f"studies/1/series/2/instances/3/bulkdata/{path}"
+
+    def walked() -> bytes:
+        walk = walk_header(prefix, complete=complete, bulk_data_threshold=1024)
+        assert walk is not None
+        walk.resolve_bulk_data_uris(factory)
+        return encode(walk.attributes)
+
+    def pydicom_path() -> bytes:
+        ds = parse_header(prefix, complete=complete).dataset
+        return encode(dataset_to_json_dict(ds, bulk_data_uri=factory, bulk_data_threshold=1024))
+
+    taken = walk_header(prefix, complete=complete, bulk_data_threshold=1024) is not None
+    walk_ms = best_ms(walked, number) if taken else None
+    return name, len(prefix), walk_ms, best_ms(pydicom_path, number)
+
+
 def main() -> None:
     warnings.simplefilter("ignore")
     cases = [
         (n, (DATA_DIR / ("charset_files" if n.startswith("chr") else "test_files") / n).read_bytes()) for n in FILES
     ]
     cases.append(("synthetic CT header (200 attrs)", synthetic_ct_header()))
+    cases += [(short_name(Path(arg)), Path(arg).read_bytes()) for arg in sys.argv[1:]]
     rows = [measure(name, raw) for name, raw in cases]
     print(f"| {'data set':32} | {'dcmread ms':>10} | {'ours ms':>8} | {'pydicom ms':>10} | {'speed-up':>8} |")
     print(f"|{'-' * 34}|{'-' * 11}:|{'-' * 9}:|{'-' * 11}:|{'-' * 9}:|")
@@ -95,6 +139,18 @@ def main() -> None:
         ratio = theirs_ms / ours_ms
         print(f"| {name:32} | {read_ms:10.3f} | {ours_ms:8.3f} | {theirs_ms:10.3f} | {ratio:7.1f}x |")
     print("(ours = dcmread + dataset_to_json_dict + encode; pydicom = dcmread + to_json_dict + json.dumps)")
+    print()
+    print("header walk vs pydicom dcmread+convert (the STOW-RS header parse, ms per instance)")
+    print(f"| {'header':32} | {'bytes':>7} | {'walk ms':>8} | {'pydicom ms':>10} | {'speed-up':>8} |")
+    print(f"|{'-' * 34}|{'-' * 8}:|{'-' * 9}:|{'-' * 11}:|{'-' * 9}:|")
+    part10 = [(name, raw) for name, raw in cases if raw[128:132] == b"DICM"]  # as STOW-RS stores them
+    for name, size, walk_ms, pydicom_ms in (measure_header(name, raw) for name, raw in part10):
+        if walk_ms is None:
+            print(f"| {name:32} | {size:7} | {'declines':>8} | {pydicom_ms:10.3f} | {'':>8} |")
+        else:
+            ratio = pydicom_ms / walk_ms
+            print(f"| {name:32} | {size:7} | {walk_ms:8.3f} | {pydicom_ms:10.3f} | {ratio:7.1f}x |")
+    print("(walk = walk_header + encode; pydicom = parse_header + dataset_to_json_dict + encode)")
 
 
 if __name__ == "__main__":

@@ -30,7 +30,16 @@ from ..codecs.part10 import Part10Header
 from ..media_types import TRANSFER_SYNTAX_MEDIA_TYPES
 from .description import PixelDescription
 
-__all__ = ["PIXEL_DATA_TAGS", "FrameSpan", "PixelLayout", "PixelScanner", "layout_from_bytes", "layout_of"]
+__all__ = [
+    "PIXEL_DATA_TAGS",
+    "FrameSpan",
+    "LayoutInputs",
+    "PixelLayout",
+    "PixelScanner",
+    "layout_from_bytes",
+    "layout_inputs",
+    "layout_of",
+]
 
 #: Pixel Data, Float Pixel Data, Double Float Pixel Data (PS3.18 §10.4.3.3.6: the pixel data of
 #: an instance is the value of whichever of them is in the top-level data set).
@@ -421,12 +430,29 @@ def _unpack(code: str, data: bytes) -> list[int]:
     return list(struct.unpack(f"<{len(data) // size}{code}", data[: len(data) - len(data) % size]))
 
 
-def layout_of(scanner: PixelScanner, header: Part10Header, /, *, size: int) -> PixelLayout | None:
-    """The layout a finished scan of a ``size``-byte file found, checked against the instance's
-    parsed header: ``None`` unless the scan started at the header's Pixel Data element and made
-    sense of it."""
-    if header.pixel_data_vr is None or scanner.start != header.header_length:
-        return None
+class LayoutInputs(msgspec.Struct, frozen=True):
+    """What :func:`layout_of` needs from an instance's header, for callers without a pydicom
+    data set (``dicomweb_kit.codecs.header_walk``).
+
+    Attributes:
+        transfer_syntax_uid, pixel_data_vr, header_length: as in :class:`Part10Header`.
+        implicit_vr, big_endian: how the data set is encoded (pydicom's ``original_encoding``).
+        number_of_frames: Number of Frames (0028,0008), at least 1.
+        extended_offsets: the Extended Offset Table (7FE0,0001) and its Lengths (7FE0,0002), if
+            both have a value.
+    """
+
+    transfer_syntax_uid: str
+    pixel_data_vr: str | None
+    header_length: int
+    implicit_vr: bool
+    big_endian: bool
+    number_of_frames: int
+    extended_offsets: tuple[bytes, bytes] | None
+
+
+def layout_inputs(header: Part10Header, /) -> LayoutInputs:
+    """The :class:`LayoutInputs` of a header parsed by pydicom."""
     ds = header.dataset
     try:
         number_of_frames = max(1, int(ds.get("NumberOfFrames") or 1))
@@ -436,26 +462,47 @@ def layout_of(scanner: PixelScanner, header: Part10Header, /, *, size: int) -> P
     extended: tuple[bytes, bytes] | None = None
     if offsets is not None and lengths is not None and offsets.value and lengths.value:
         extended = (bytes(offsets.value), bytes(lengths.value))
-    if header.transfer_syntax_uid == DeflatedExplicitVRLittleEndian:
-        return None  # offsets into the inflated stream mean nothing in the stored bytes
-    if header.transfer_syntax_uid in _VIDEO:
-        # MPEG-2/MPEG-4/HEVC: one bit stream for all frames (PS3.5 §8.2.5-8.2.7; PS3.18 §8.7.3.3
-        # sends a video as one part): it is located as a single unit.
-        number_of_frames, extended = 1, None
     implicit, little = ds.original_encoding
-    layout = scanner.layout(
+    return LayoutInputs(
+        transfer_syntax_uid=header.transfer_syntax_uid,
+        pixel_data_vr=header.pixel_data_vr,
+        header_length=header.header_length,
         implicit_vr=implicit is True,
         big_endian=little is False,
         number_of_frames=number_of_frames,
         extended_offsets=extended,
+    )
+
+
+def layout_of(scanner: PixelScanner, header: Part10Header | LayoutInputs, /, *, size: int) -> PixelLayout | None:
+    """The layout a finished scan of a ``size``-byte file found, checked against the instance's
+    parsed header: ``None`` unless the scan started at the header's Pixel Data element and made
+    sense of it."""
+    if header.pixel_data_vr is None or scanner.start != header.header_length:
+        return None
+    inputs = header if isinstance(header, LayoutInputs) else layout_inputs(header)
+    number_of_frames, extended = inputs.number_of_frames, inputs.extended_offsets
+    if inputs.transfer_syntax_uid == DeflatedExplicitVRLittleEndian:
+        return None  # offsets into the inflated stream mean nothing in the stored bytes
+    if inputs.transfer_syntax_uid in _VIDEO:
+        # MPEG-2/MPEG-4/HEVC: one bit stream for all frames (PS3.5 §8.2.5-8.2.7; PS3.18 §8.7.3.3
+        # sends a video as one part): it is located as a single unit.
+        number_of_frames, extended = 1, None
+    layout = scanner.layout(
+        implicit_vr=inputs.implicit_vr,
+        big_endian=inputs.big_endian,
+        number_of_frames=number_of_frames,
+        extended_offsets=extended,
         size=size,
     )
-    if layout is not None and layout.frames and len(layout.frames) > 1 and header.transfer_syntax_uid in _VIDEO:
+    if layout is not None and layout.frames and len(layout.frames) > 1 and inputs.transfer_syntax_uid in _VIDEO:
         layout = msgspec.structs.replace(layout, frames=(tuple(span for frame in layout.frames for span in frame),))
     return layout
 
 
-def layout_from_bytes(data: bytes | bytearray | memoryview, header: Part10Header, /) -> PixelLayout | None:
+def layout_from_bytes(
+    data: bytes | bytearray | memoryview, header: Part10Header | LayoutInputs, /
+) -> PixelLayout | None:
     """The layout of the pixel data in ``data``, a whole Part 10 file in memory."""
     if header.pixel_data_vr is None:
         return None

@@ -86,3 +86,51 @@ async def test_a_client_leaving_during_the_commit_leaves_no_record_without_its_b
         key = ResourceKey(ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)
         assert await index.get(key) is not None
         assert (await kit.retrieve_instance(key))[128:132] == b"DICM"  # its blob is there
+
+
+async def _ingest_counting_pydicom(monkeypatch: pytest.MonkeyPatch, **kit_args: object) -> tuple[object, list[str]]:
+    """Ingest one instance; return its stored record and the threads pydicom's parse ran in."""
+    import threading
+
+    parsed_in: list[str] = []
+    original = ingest.parse_header
+
+    def counting(*args: object, **kwargs: object) -> object:
+        parsed_in.append(threading.current_thread().name)
+        return original(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ingest, "parse_header", counting)
+    ds = make_dataset(rows=64, columns=64)
+    async with DicomWeb(blobs=MemoryBlobStore(), index=MemoryIndex(), **kit_args) as kit:  # type: ignore[arg-type]
+        stored = await ingest.ingest_instance(kit, chunked(part10_bytes(ds)))
+    assert stored.record.instance_uid == ds.SOPInstanceUID
+    return stored.record, parsed_in
+
+
+async def test_without_a_hook_the_header_is_walked_on_the_loop_not_parsed_by_pydicom(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    record, parsed_in = await _ingest_counting_pydicom(monkeypatch)
+    assert parsed_in == []  # the header walk built the record
+    assert record.attributes["00280010"] == {"vr": "US", "Value": [64]}  # type: ignore[attr-defined]
+
+
+async def test_a_before_store_hook_gets_a_pydicom_dataset(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[str] = []
+
+    async def hook(incoming: object) -> None:
+        seen.append(str(incoming.dataset.PatientName))  # type: ignore[attr-defined]
+
+    _record, parsed_in = await _ingest_counting_pydicom(monkeypatch, before_store=hook)
+    assert parsed_in and all(name != "MainThread" for name in parsed_in)  # pydicom parses in a thread
+    assert seen and seen[0]
+
+
+async def test_a_failing_header_walk_falls_back_to_pydicom(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise IndexError("walker bug")
+
+    monkeypatch.setattr(ingest, "walk_header", broken)
+    record, parsed_in = await _ingest_counting_pydicom(monkeypatch)
+    assert len(parsed_in) == 1
+    assert record.attributes["00280010"] == {"vr": "US", "Value": [64]}  # type: ignore[attr-defined]
