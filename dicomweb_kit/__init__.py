@@ -55,6 +55,7 @@ from .resources import Level, ResourceKey, validate_uid
 from .settings import Settings
 from .storage import BlobInfo, BlobStore
 from .tenancy import TenantScoped, current_tenant, tenant_identifier, validate_tenant
+from .threads import WorkerThreads
 from .ups.memory import MemoryWorkitemStore
 from .ups.store import Workitem, WorkitemPage, WorkitemStore, search_workitems
 from .ups.subscriptions import (
@@ -138,6 +139,7 @@ __all__ = [
     "Universal",
     "UnsupportedMediaType",
     "Wildcard",
+    "WorkerThreads",
     "Workitem",
     "WorkitemConflict",
     "WorkitemInvalid",

@@ -8,7 +8,7 @@ import time
 import anyio
 import pytest
 
-from dicomweb_kit.threads import WorkerThreads
+from dicomweb_kit import WorkerThreads
 
 pytestmark = pytest.mark.anyio
 

@@ -49,8 +49,14 @@ from typing import TypeVar
 
 import anyio
 
-from dicomweb_kit import BlobInfo, InvalidRequest, ResourceNotFound, StorageUnavailable, validate_tenant
-from dicomweb_kit.threads import WorkerThreads
+from dicomweb_kit import (
+    BlobInfo,
+    InvalidRequest,
+    ResourceNotFound,
+    StorageUnavailable,
+    WorkerThreads,
+    validate_tenant,
+)
 
 __all__ = ["FileBlobStore"]
 

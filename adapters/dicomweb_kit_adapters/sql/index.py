@@ -34,9 +34,9 @@ from dicomweb_kit import (
     Query,
     ResourceKey,
     ScopeSummary,
+    WorkerThreads,
     validate_tenant,
 )
-from dicomweb_kit.threads import WorkerThreads
 
 from . import changefeed as _changefeed
 from . import search as _search
