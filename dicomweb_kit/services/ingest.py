@@ -534,7 +534,6 @@ def _make_record(
         ) from exc
     return _instance_record(
         uids,
-        base,
         attributes,
         transfer_syntax_uid=header.transfer_syntax_uid,
         pixel_data_vr=header.pixel_data_vr,
@@ -559,7 +558,6 @@ class _InstanceUids(NamedTuple):
 
 def _instance_record(
     uids: _InstanceUids,
-    base: str,
     attributes: dict[str, Any],
     *,
     transfer_syntax_uid: str,
@@ -570,6 +568,7 @@ def _instance_record(
 ) -> InstanceRecord:
     """The record of an instance whose header became ``attributes`` (either path)."""
     if pixel_data_vr is not None:
+        base = uids.base()
         # PS3.18 §F.2.7: Pixel Data is bulk data; its URI is the instance's frames resource's
         # sibling, served by the bulkdata route.
         attributes["7FE00010"] = {"vr": pixel_data_vr, "BulkDataURI": f"{base}/bulkdata/7FE00010"}
@@ -612,7 +611,6 @@ def _walked_record(
     layout = layout_of(scanner, inputs, size=size) if scanner is not None else layout_from_bytes(prefix, inputs)
     record = _instance_record(
         uids,
-        base,
         walked.attributes,
         transfer_syntax_uid=walked.transfer_syntax_uid,
         pixel_data_vr=walked.pixel_data_vr,
