@@ -24,7 +24,7 @@ from ..query.qido_params import parse_qido
 from ..query.terms import Query
 from ..resources import Level, ResourceKey
 from ..storage import BlobStore
-from .datasets import make_dataset, make_record
+from .datasets import CT_IMAGE_STORAGE, make_dataset, make_record
 
 __all__ = ["BlobStoreContract", "InstanceIndexContract"]
 
@@ -295,6 +295,30 @@ class InstanceIndexContract:
         page = await archive.search(parse_qido([("ModalitiesInStudy", "MR")], Level.STUDY, ResourceKey()))
         assert [row.key.study for row in page.rows] == [STUDY_A]
         assert page.rows[0].modalities_in_study == ("CT", "MR")
+
+    async def test_study_values_follow_every_write(self, archive: InstanceIndex) -> None:
+        """ModalitiesInStudy / SOPClassesInStudy (PS3.18 Table 10.6.3-3) are those of the
+        study's instances after adds, replacements and removals, and the study's attributes
+        stay its newest instance's."""
+
+        async def study_a() -> tuple[tuple[str, ...], tuple[str, ...], str]:
+            [row] = (await archive.search(parse_qido([], Level.STUDY, ResourceKey(STUDY_A)))).rows
+            return row.modalities_in_study, row.sop_classes_in_study, row.attributes["00080020"]["Value"][0]
+
+        mr_class = "1.2.840.10008.5.1.4.1.1.4"
+        assert await study_a() == (("CT", "MR"), (CT_IMAGE_STORAGE,), "20240102")
+        new = _record(
+            STUDY_A, SERIES_A2, SERIES_A2 + ".2", modality="SEG", SOPClassUID=mr_class, study_date="20240103"
+        )
+        await archive.add_many([new], on_existing="keep")
+        assert await study_a() == (("CT", "MR", "SEG"), (CT_IMAGE_STORAGE, mr_class), "20240103")
+        # The MR instance becomes a US one: MR leaves the study.
+        await archive.add(_record(STUDY_A, SERIES_A2, SERIES_A2 + ".1", modality="US"), on_existing="replace")
+        assert await study_a() == (("CT", "SEG", "US"), (CT_IMAGE_STORAGE, mr_class), "20240102")
+        await archive.remove(ResourceKey(STUDY_A, SERIES_A2, SERIES_A2 + ".2"))
+        assert await study_a() == (("CT", "US"), (CT_IMAGE_STORAGE,), "20240102")
+        await archive.remove(ResourceKey(STUDY_A, SERIES_A2))
+        assert await study_a() == (("CT",), (CT_IMAGE_STORAGE,), "20240102")
 
     async def test_date_range(self, archive: InstanceIndex) -> None:
         page = await archive.search(parse_qido([("StudyDate", "-20200101")], Level.STUDY, ResourceKey()))

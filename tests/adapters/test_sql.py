@@ -696,6 +696,57 @@ async def test_version_4_adds_the_pixel_layout_column(index: SqlIndex) -> None:
     assert [r.pixel_layout async for r in index.records(ResourceKey("1.2.50"))] == [None, layout]
 
 
+async def _study_rows(index: SqlIndex) -> list[tuple[str, Any, Any, Any]]:
+    from dicomweb_kit_adapters.sql.schema import studies
+    from sqlalchemy import select
+
+    columns = (studies.c.study_uid, studies.c.representative_id, studies.c.modalities, studies.c.sop_classes)
+    async with index._engine.connect() as conn:
+        return [tuple(row) for row in await conn.execute(select(*columns).order_by(studies.c.id))]
+
+
+async def _study_values(index: SqlIndex) -> list[tuple[str, tuple[str, ...], tuple[str, ...], str]]:
+    page = await index.search(parse_qido([], Level.STUDY, ResourceKey()))
+    return [
+        (row.key.study, row.modalities_in_study, row.sop_classes_in_study, row.attributes["00200013"]["Value"][0])
+        for row in page.rows
+    ]
+
+
+async def test_version_8_keeps_the_study_values_on_the_study_row(index: SqlIndex) -> None:
+    from dicomweb_kit_adapters.sql.schema import schema_version, studies
+    from sqlalchemy import update
+
+    long_modality = "X" * 300  # beyond the indexed length: an irregular row, read from metadata
+    records = [
+        _record("1.2.60", "1.2.60.1", "1.2.60.1.1", modality="CT", InstanceNumber=1),
+        _record("1.2.60", "1.2.60.2", "1.2.60.2.1", modality="MR", InstanceNumber=2),
+        _record("1.2.61", "1.2.61.1", "1.2.61.1.1", modality=long_modality, InstanceNumber=3),
+        _record("1.2.61", "1.2.61.1", "1.2.61.1.2", modality="CT", InstanceNumber=4),
+    ]
+    await index.add_many(records[:3], on_existing="keep")
+    await index.add(records[3], on_existing="keep")
+    ct = "1.2.840.10008.5.1.4.1.1.2"
+    expected = [("1.2.60", ("CT", "MR"), (ct,), 2), ("1.2.61", ("CT", long_modality), (ct,), 4)]
+    assert await _study_values(index) == expected
+    kept = await _study_rows(index)
+    assert [(uid, modalities) for uid, _newest, modalities, _classes in kept] == [
+        ("1.2.60", '["CT","MR"]'),
+        ("1.2.61", f'["CT","{long_modality}"]'),
+    ]
+    async with index._engine.begin() as conn:  # as stored before version 8
+        await conn.execute(update(studies).values(representative_id=None, modalities=None, sop_classes=None))
+    assert await _study_values(index) == expected  # not known: computed
+    async with index._engine.begin() as conn:
+        await conn.execute(update(schema_version).values(version=7))
+    await index.open()  # upgrades to version 8: fills them in
+    assert await _study_rows(index) == kept
+    assert await _study_values(index) == expected
+    # (the change feed keeps no Modality longer than a CS value: it used to fail the batch)
+    assert len(await index.remove(ResourceKey("1.2.61"))) == 2
+    assert await _study_values(index) == expected[:1]
+
+
 async def test_add_many_is_one_group_in_insertion_order(index: SqlIndex) -> None:
     # Study/series uids deliberately out of sort order: ids must follow first appearance.
     first = _record("1.2.9", "1.2.9.9", "1.2.9.9.1", PatientID="A")

@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from dicomweb_kit_adapters.sql import SqlIndex
+from dicomweb_kit_adapters.sql import SqlIndex, study_summary
 from dicomweb_kit_adapters.sql import search as sql_search
 from dicomweb_kit_adapters.sql.extract import indexed_attributes, number_key, representative, value_rows
 from dicomweb_kit_adapters.sql.schema import STUDY_COLUMNS
@@ -35,8 +35,8 @@ async def test_fetch_is_execute(tmp_path: Path) -> None:
         assert index._sync is not None
         with index._sync.connect() as conn, conn.begin():
             cases = [
-                (sql_search._study_values_statement(), {"study_ids": [1, 2, 3]}),  # expanding, used twice
-                (sql_search._study_values_statement(), {"study_ids": []}),
+                (study_summary._study_values_statement(), {"study_ids": [1, 2, 3]}),  # expanding, used twice
+                (study_summary._study_values_statement(), {"study_ids": []}),
                 (sql_search._rows_statement(Level.STUDY), {"ids": [3, 1]}),  # literal binds, labels
                 (sql_search._rows_statement(Level.INSTANCE), {"ids": [2]}),
                 (sql_search._irregular_statement(), {"tags": [0x00080060]}),
@@ -210,6 +210,7 @@ async def test_driver_errors_are_raised_as_sqlalchemy_raises_them(tmp_path: Path
     columns = ("study_uid", "num_series", "num_instances")
     blank = {f"b_{name}": None for name in representative({}, STUDY_COLUMNS)}
     count = {"b_id": 1, "b_count": None, "b_series": 0, **blank}
+    count.update(b_representative_id=None, b_modalities=None, b_sop_classes=None)
     failing: list[Callable[[Statements], object]] = [
         lambda run: run.insert(insert(studies), columns, [("1.2.83", 0, 0), ("1.2.82", 0, 0)]),  # duplicate
         lambda run: run.insert_one(insert(studies), {"study_uid": "1.2.82", "num_series": 0, "num_instances": 0}),

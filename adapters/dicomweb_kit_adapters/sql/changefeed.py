@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 
 __all__ = ["TABLES", "SqlChangeFeed", "append_removed", "append_stored", "changefeed", "changefeed_head"]
 
+_MODALITY_CHARS: Final = 16
+
 changefeed = Table(
     "dwk_changefeed",
     metadata,
@@ -40,7 +42,7 @@ changefeed = Table(
     Column("study_uid", _text(64), nullable=False),
     Column("series_uid", _text(64), nullable=False),
     Column("instance_uid", _text(64), nullable=False),
-    Column("modality", _text(16), nullable=True),
+    Column("modality", _text(_MODALITY_CHARS), nullable=True),
     Column("version", BigInteger, nullable=False),
     Index("dwk_changefeed_instance", "instance_uid", "seq"),
     Index("dwk_changefeed_study", "study_uid", "seq"),
@@ -56,6 +58,15 @@ changefeed_head = Table(
 )
 
 TABLES: Final = [changefeed, changefeed_head]
+
+
+def _kept_modality(value: str | None) -> str | None:
+    """The entry's Modality if the column holds it: a CS value has at most 16 characters (PS3.5
+    Table 6.2-1); a longer or NUL-bearing one (non-conformant, yet stored) is kept as NULL
+    rather than fail the whole STOW batch on PostgreSQL/MariaDB."""
+    if value is None or len(value) > _MODALITY_CHARS or "\x00" in value:
+        return None
+    return value
 
 
 _HEAD: Final = select(changefeed_head.c.seq).where(changefeed_head.c.id == 1).with_for_update()
@@ -92,7 +103,7 @@ def append_stored(run: Statements, stored: Sequence[tuple[InstanceRecord, bool]]
                 record.study_uid,
                 record.series_uid,
                 record.instance_uid,
-                modality_of(record),
+                _kept_modality(modality_of(record)),
                 first + n,
             )
             for n, (record, replaced) in enumerate(stored)
@@ -128,7 +139,7 @@ def append_removed(conn: Connection, where: list[ColumnElement[bool]], /) -> Non
                 "study_uid": row.study_uid,
                 "series_uid": row.series_uid,
                 "instance_uid": row.instance_uid,
-                "modality": row.modality,
+                "modality": _kept_modality(row.modality),
                 "version": 0 if newest is None or newest.action == "delete" else int(newest.version),
             }
         )

@@ -45,6 +45,7 @@ from .extract import VALUE_COLUMNS, ValueRow, indexed_attributes, representative
 from .migrations import SCHEMA_VERSION, upgrade
 from .schema import SERIES_COLUMNS, STUDY_COLUMNS, instance_values, instances, series, studies
 from .sqlite_direct import SqliteStatements, Statements
+from .study_summary import decode_values, encode_values, instance_modalities, study_values
 from .tenants import create_namespace, tenant_location
 from .workitems import SqlWorkitemStore
 
@@ -386,7 +387,7 @@ class SqlIndex:
         batch = [records[position] for position in pending]
         # 2. Studies: created if missing, then locked (in id order) until commit.
         # (first-appearance order: new rows get ids in insertion order, the stable order)
-        study_ids = self._lock_studies(run, list(dict.fromkeys(record.study_uid for record in batch)))
+        study_ids, summaries = self._lock_studies(run, list(dict.fromkeys(record.study_uid for record in batch)))
         # 3. Series: the study locks make this select-then-insert race free.
         wanted = list(dict.fromkeys((study_ids[record.study_uid], record.series_uid) for record in batch))
         series_ids = self._series_ids(run, set(wanted))
@@ -407,7 +408,12 @@ class SqlIndex:
             ],
         )
         # 5. Counters once per series/study; the newest instance is the representative.
-        _count(run, batch, rows, new_series)
+        for position, row in zip(pending, rows, strict=True):
+            summary = summaries[row.study_id]
+            if summary is not None:
+                summary[0].update(instance_modalities(values[position], records[position].attributes))
+                summary[1].add(records[position].sop_class_uid)
+        _count(run, batch, rows, instance_ids, new_series, summaries)
         _changefeed.append_stored(run, [(record, record.instance_uid in was_stored) for record in batch])
         return outcomes
 
@@ -428,19 +434,20 @@ class SqlIndex:
             if (int(row.study_id), row.series_uid) in keys
         }
 
-    def _lock_studies(self, run: Statements, study_uids: list[str]) -> dict[str, int]:
-        """The studies' ids, their rows created if missing and locked until commit."""
+    def _lock_studies(self, run: Statements, study_uids: list[str]) -> tuple[dict[str, int], dict[int, _Summary]]:
+        """The studies' ids, their rows created if missing and locked until commit, and the
+        ModalitiesInStudy / SOPClassesInStudy they keep (``None``: not known)."""
         params = {"uids": study_uids}
-        found = {row.study_uid: int(row.id) for row in run.rows(_LOCK_STUDIES, params)}
-        missing = [uid for uid in study_uids if uid not in found]
-        if missing:
-            new = [(uid, 0, 0) for uid in missing]
+        locked = run.rows(_LOCK_STUDIES, params)
+        if len(locked) < len(study_uids):
+            new = [(uid, 0, 0) for uid in study_uids if uid not in {row.study_uid for row in locked}]
             run.insert(_insert_studies(self._kind), ("study_uid", "num_series", "num_instances"), new)
-            found = {row.study_uid: int(row.id) for row in run.rows(_LOCK_STUDIES, params)}
+            locked = run.rows(_LOCK_STUDIES, params)
+        found = {row.study_uid: int(row.id) for row in locked}
         for uid in study_uids:
             if uid not in found:
                 raise AssertionError(f"study {uid} vanished during insert")
-        return found
+        return found, {int(row.id): _kept_summary(row) for row in locked}
 
     async def remove(self, scope: ResourceKey, /) -> list[str]:
         return await self._write(lambda conn: self._delete(conn, _scope_filter(scope), feed=True), "removing")
@@ -486,6 +493,11 @@ class SqlIndex:
             select(instances.c.metadata).where(link == entity_id).order_by(instances.c.id.desc()).limit(1)
         )
         values.update(representative(_decode(newest or b"{}"), columns))
+        if table is studies:
+            values["representative_id"] = conn.scalar(select(func.max(instances.c.id)).where(link == entity_id))
+            modalities, sop_classes = study_values(conn, [entity_id])
+            values["modalities"] = encode_values(modalities.get(entity_id, ()))
+            values["sop_classes"] = encode_values(sop_classes.get(entity_id, ()))
         conn.execute(update(table).where(table.c.id == entity_id).values(**values))
 
 
@@ -509,6 +521,16 @@ class _InstanceRow(NamedTuple):
 
 
 _VALUE_INSERT_COLUMNS: Final = ("instance_id", *VALUE_COLUMNS, "study_id", "series_id")
+# A locked study's (ModalitiesInStudy, SOPClassesInStudy), None when not known (study_summary.py).
+_Summary = tuple[set[str], set[str]] | None
+
+
+def _kept_summary(row: Any) -> _Summary:
+    if not row.num_instances:
+        return set(), set()  # new (or emptied by a replacement): nothing yet
+    if row.modalities is None or row.sop_classes is None:
+        return None  # stays unknown: the search computes it
+    return set(decode_values(row.modalities)), set(decode_values(row.sop_classes))
 
 
 def _plan(
@@ -571,19 +593,29 @@ def _insert_instances(run: Statements, rows: list[_InstanceRow]) -> list[int]:
 
 
 def _count(
-    run: Statements, batch: list[InstanceRecord], rows: list[_InstanceRow], new_series: list[tuple[int, str]]
+    run: Statements,
+    batch: list[InstanceRecord],
+    rows: list[_InstanceRow],
+    instance_ids: list[int],
+    new_series: list[tuple[int, str]],
+    summaries: dict[int, _Summary],
 ) -> None:
     """Add the batch to its series' and studies' counters; its newest instance of each is the
-    representative."""
+    representative. ``summaries``: each study's values with the batch's (study_summary.py)."""
     series_updates: dict[int, dict[str, Any]] = {}
     study_updates: dict[int, dict[str, Any]] = {}
-    for record, row in zip(batch, rows, strict=True):
+    for record, row, instance_id in zip(batch, rows, instance_ids, strict=True):
         one = series_updates.setdefault(row.series_id, {"b_id": row.series_id, "b_count": 0})
         one["b_count"] += 1
         one["b_record"] = record
         study = study_updates.setdefault(row.study_id, {"b_id": row.study_id, "b_count": 0, "b_series": 0})
         study["b_count"] += 1
         study["b_record"] = record
+        study["b_representative_id"] = instance_id
+    for study_id, study in study_updates.items():
+        summary = summaries[study_id]
+        study["b_modalities"] = None if summary is None else encode_values(summary[0])
+        study["b_sop_classes"] = None if summary is None else encode_values(summary[1])
     for study_id, _uid in new_series:
         study_updates[study_id]["b_series"] += 1
     run.execute(_COUNT_SERIES, [_representative_params(params, SERIES_COLUMNS) for params in series_updates.values()])
@@ -597,6 +629,7 @@ def _counter_update(table: Any, columns: dict[str, int]) -> Any:
     }
     if table is studies:
         values["num_series"] = studies.c.num_series + bindparam("b_series")
+        values.update({name: bindparam(f"b_{name}") for name in ("representative_id", "modalities", "sop_classes")})
     return update(table).where(table.c.id == bindparam("b_id")).values(**values)
 
 
@@ -658,7 +691,7 @@ def _any_of(column: Any, name: str) -> ColumnElement[bool]:
 _LOCK_INSTANCES: Final = select(instances.c.id).where(_any_of(instances.c.instance_uid, "uids")).with_for_update()
 _STORED: Final = _record_select().where(_any_of(instances.c.id, "ids"))
 _LOCK_STUDIES: Final = (
-    select(studies.c.id, studies.c.study_uid)
+    select(studies.c.id, studies.c.study_uid, studies.c.num_instances, studies.c.modalities, studies.c.sop_classes)
     .where(_any_of(studies.c.study_uid, "uids"))
     .order_by(studies.c.id)
     .with_for_update()

@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 from pydicom.datadict import dictionary_VR
-from sqlalchemy import bindparam, false, inspect, select, text, tuple_, update
+from sqlalchemy import bindparam, false, func, inspect, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from dicomweb_kit import ConfigurationError
@@ -42,6 +42,7 @@ from .schema import (
     studies,
     workitems,
 )
+from .study_summary import encode_values, study_values
 from .ups_tables import TABLES as UPS_TABLES
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "current_version", "upgrade"]
@@ -198,6 +199,55 @@ async def _v7_changefeed(conn: AsyncConnection, kind: Kind) -> None:
     await conn.execute(insert_ignore(kind, changefeed_head, ["id"]), {"id": 1, "seq": 0})
 
 
+async def _v8_study_summary(conn: AsyncConnection, _kind: Kind) -> None:
+    """Add ``studies.representative_id``, ``modalities`` and ``sop_classes``
+    (``study_summary.py``) and fill them for the studies stored before. Idempotent: a
+    database created at version 8 has the columns, and only rows still NULL are filled."""
+
+    def columns(sync: Any) -> set[str]:
+        return {column["name"] for column in inspect(sync).get_columns(studies.name)}
+
+    present = await conn.run_sync(columns)
+    for name in ("representative_id", "modalities", "sop_classes"):
+        if name not in present:
+            column_type = studies.c[name].type.compile(dialect=conn.dialect)
+            await conn.execute(text(f"ALTER TABLE {studies.name} ADD COLUMN {name} {column_type} NULL"))
+    await conn.run_sync(_fill_study_summaries)
+
+
+def _fill_study_summaries(conn: Any) -> None:
+    pending = select(studies.c.id).where(studies.c.representative_id.is_(None)).order_by(studies.c.id).limit(_BATCH)
+    newest = select(instances.c.study_id, func.max(instances.c.id).label("newest")).group_by(instances.c.study_id)
+    change = (
+        update(studies)
+        .where(studies.c.id == bindparam("b_id"))
+        .values(
+            representative_id=bindparam("b_newest"),
+            modalities=bindparam("b_modalities"),
+            sop_classes=bindparam("b_sop_classes"),
+        )
+    )
+    last = 0
+    while ids := [int(row.id) for row in conn.execute(pending.where(studies.c.id > last))]:
+        found = {
+            int(row.study_id): int(row.newest) for row in conn.execute(newest.where(instances.c.study_id.in_(ids)))
+        }
+        modalities, sop_classes = study_values(conn, ids, run=lambda c, s, p: c.execute(s, p).all())
+        updates = [
+            {
+                "b_id": study_id,
+                "b_newest": found[study_id],
+                "b_modalities": encode_values(modalities.get(study_id, ())),
+                "b_sop_classes": encode_values(sop_classes.get(study_id, ())),
+            }
+            for study_id in ids
+            if study_id in found  # (an empty study row is deleted by the next removal)
+        ]
+        if updates:
+            conn.execute(change, updates)
+        last = ids[-1]
+
+
 MIGRATIONS: Final[list[tuple[int, Step]]] = [
     (1, _v1_create_tables),
     (2, _v2_ordered_number_keys),
@@ -206,6 +256,7 @@ MIGRATIONS: Final[list[tuple[int, Step]]] = [
     (5, _v5_workitems),
     (6, _v6_ups_subscriptions),
     (7, _v7_changefeed),
+    (8, _v8_study_summary),
 ]
 SCHEMA_VERSION: Final = MIGRATIONS[-1][0]
 

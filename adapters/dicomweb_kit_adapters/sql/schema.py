@@ -5,7 +5,8 @@
   in the same transaction as every add/remove. The other columns are the newest instance's
   values (the representative of PS3.18 QIDO-RS results): summary columns; neither matching nor
   ``orderby`` reads them (both use the representative's ``instance_values`` rows, which keep
-  exact normalised forms; see ``search.py``).
+  exact normalised forms; see ``search.py``). A study row also keeps its newest instance's id
+  and its ModalitiesInStudy / SOPClassesInStudy (``study_summary.py``).
 * ``instances``: ``id`` is the insertion sequence; ``study_id``/``series_id`` are both kept so
   a study-level ``EXISTS`` needs no join; ``metadata`` holds the record's DICOM JSON bytes as
   given (bytea / BLOB / LONGBLOB); ``pixel_layout`` the record's frame layout as msgpack (version 4).
@@ -36,6 +37,7 @@ from sqlalchemy import (
     SmallInteger,
     String,
     Table,
+    Text,
     func,
 )
 from sqlalchemy.dialects import mysql
@@ -136,6 +138,11 @@ studies = Table(
     Column("num_instances", Integer, nullable=False, default=0),
     *(Column(name, _text()) for name in STUDY_COLUMNS),
     *(Column(name, _text()) for name in _PN_FORMS),
+    # Version 8 (study_summary.py): the newest instance, and the distinct Modality values and
+    # SOP Class UIDs of all instances as JSON arrays; NULL: not known, computed when searched.
+    Column("representative_id", _id(), nullable=True),
+    Column("modalities", Text(), nullable=True),
+    Column("sop_classes", Text(), nullable=True),
     sqlite_autoincrement=True,
     **_MYSQL,
 )

@@ -46,7 +46,7 @@ from functools import partial
 from typing import Any, Final, NamedTuple
 
 import msgspec
-from sqlalchemy import ColumnElement, bindparam, exists, false, func, literal, select, true, tuple_, union_all
+from sqlalchemy import ColumnElement, bindparam, exists, false, func, literal, select, true, tuple_
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import BindParameter
 
@@ -56,17 +56,16 @@ from .compile import Access, compile_term, term_params, term_shape
 from .dialects import Kind
 from .schema import instance_values, instances, series, studies
 from .sqlite_direct import fetch
+from .study_summary import decode_values, study_values
 
 __all__ = ["search"]
 
 _BATCH: Final = 500
-_MODALITY: Final = 0x00080060
 # Aliases built once (building one sets up its column collection: a visible per-query cost).
 _INNER: Final = instances.alias("i")
 _NEWEST: Final = instances.alias("newest")
 _REPRESENTATIVE: Final = instances.alias("r")
 _DRIVING: Final = instance_values.alias("d")
-_STUDY_VALUES: Final = instance_values.alias("m")
 
 
 def _decode(data: bytes) -> dict[str, Any]:
@@ -129,10 +128,7 @@ def _plan(query: Query, kind: Kind, indexed: Mapping[int, str]) -> _Plan:
 def _compiled_terms(query: Query, kind: Kind, indexed: Mapping[int, str], instance_id: Any) -> list[Any]:
     """Each term of ``query`` compiled against ``instance_id``, its values as parameters ``t<n>_*``."""
     compile = partial(compile_term, kind=kind, indexed=indexed, fuzzy=query.fuzzy, with_irregular=False)
-    return [
-        compile(term, instance_id=instance_id, name=f"t{n}")
-        for n, term in enumerate(query.terms)
-    ]
+    return [compile(term, instance_id=instance_id, name=f"t{n}") for n, term in enumerate(query.terms)]
 
 
 def _analyse(query: Query, kind: Kind, indexed: Mapping[int, str]) -> _Plan:
@@ -543,8 +539,9 @@ def _build_rows(conn: Connection, level: Level, ids: list[int]) -> list[MatchRow
         return []
     found = {row.entity: row for row in fetch(conn, _rows_statement(level), {"ids": ids})}
     rows = [found[entity] for entity in ids if entity in found]
-    study_ids = sorted({row.study_id for row in rows})
-    modalities, sop_classes = _study_values(conn, study_ids)
+    # Kept on the study row; computed for the studies where it is not known (study_summary.py).
+    unknown = sorted({row.study_id for row in rows if row.modalities is None or row.sop_classes is None})
+    modalities, sop_classes = study_values(conn, unknown)
     out = []
     for row in rows:
         if level == Level.STUDY:
@@ -561,8 +558,16 @@ def _build_rows(conn: Connection, level: Level, ids: list[int]) -> list[MatchRow
                 study_series=int(row.num_series),
                 study_instances=int(row.study_instances),
                 series_instances=int(row.series_instances),
-                modalities_in_study=tuple(sorted(modalities.get(row.study_id, ()))),
-                sop_classes_in_study=tuple(sorted(sop_classes.get(row.study_id, ()))),
+                modalities_in_study=(
+                    decode_values(row.modalities)
+                    if row.modalities is not None
+                    else tuple(sorted(modalities.get(row.study_id, ())))
+                ),
+                sop_classes_in_study=(
+                    decode_values(row.sop_classes)
+                    if row.sop_classes is not None
+                    else tuple(sorted(sop_classes.get(row.study_id, ())))
+                ),
             )
         )
     return out
@@ -580,6 +585,8 @@ def _rows_statement(level: Level) -> Any:
             studies.c.num_series,
             studies.c.num_instances.label("study_instances"),
             literal(0).label("series_instances"),
+            studies.c.modalities,
+            studies.c.sop_classes,
         ).where(studies.c.id.in_(ids))
     elif level == Level.SERIES:
         statement = (
@@ -591,6 +598,8 @@ def _rows_statement(level: Level) -> Any:
                 studies.c.num_series,
                 studies.c.num_instances.label("study_instances"),
                 series.c.num_instances.label("series_instances"),
+                studies.c.modalities,
+                studies.c.sop_classes,
             )
             .select_from(series.join(studies, studies.c.id == series.c.study_id))
             .where(series.c.id.in_(ids))
@@ -607,6 +616,8 @@ def _rows_statement(level: Level) -> Any:
                 studies.c.num_instances.label("study_instances"),
                 series.c.num_instances.label("series_instances"),
                 instances.c.id.label("rep"),
+                studies.c.modalities,
+                studies.c.sop_classes,
             )
             .select_from(
                 instances.join(series, series.c.id == instances.c.series_id).join(
@@ -616,9 +627,9 @@ def _rows_statement(level: Level) -> Any:
             .where(instances.c.id.in_(ids))
         )
     # The representative instance's metadata in the same statement: the newest instance of
-    # each study/series (a correlated max() over an (entity, id) index) read by primary key in
-    # a scalar subquery (a join to it lets PostgreSQL hash-join every instance); the instance
-    # itself at instance level.
+    # each study/series (the study row keeps its id since version 8, else a correlated max()
+    # over an (entity, id) index) read by primary key in a scalar subquery (a join to it lets
+    # PostgreSQL hash-join every instance); the instance itself at instance level.
     if level == Level.INSTANCE:
         statement = statement.add_columns(instances.c.metadata)
     else:
@@ -627,57 +638,10 @@ def _rows_statement(level: Level) -> Any:
         # (``id + 0`` at study level: no (study_id, id) index, and PostgreSQL's min/max
         # rewrite would walk the primary key backwards through other studies' instances)
         highest = instances.c.id + 0 if level == Level.STUDY else instances.c.id
-        newest = select(func.max(highest)).where(link == owner.c.id).correlate(owner).scalar_subquery()
+        newest: Any = select(func.max(highest)).where(link == owner.c.id).correlate(owner).scalar_subquery()
+        if level == Level.STUDY:
+            newest = func.coalesce(studies.c.representative_id, newest)
         rep = _REPRESENTATIVE
         metadata = select(rep.c.metadata).where(rep.c.id == newest).correlate(owner).scalar_subquery()
         statement = statement.add_columns(metadata.label("metadata"))
     return statement
-
-
-@functools.cache
-def _study_values_statement() -> Any:
-    v = _STUDY_VALUES
-    study_ids: BindParameter[Any] = bindparam("study_ids", expanding=True)
-    # Read from the covering scan index (tag, study, series, instance, value_key, value): only
-    # irregular rows have no value (extract.py), and only they need their instance.
-    return union_all(
-        select(literal(0).label("what"), v.c.study_id.label("study_id"), v.c.value.label("value"))
-        .distinct()
-        .where(v.c.tag == _MODALITY, v.c.study_id.in_(study_ids))
-        .with_hint(v, "INDEXED BY dwk_values_scan", "sqlite"),
-        select(literal(1), instances.c.study_id, instances.c.sop_class_uid)
-        .distinct()
-        .where(instances.c.study_id.in_(study_ids)),
-    )
-
-
-def _study_values(conn: Connection, study_ids: list[int]) -> tuple[dict[int, set[str]], dict[int, set[str]]]:
-    """Distinct Modality values (from the match values; stored metadata for irregular ones)
-    and distinct SOP Class UIDs per study, in one statement (``UNION ALL``)."""
-    modalities: dict[int, set[str]] = {}
-    sop_classes: dict[int, set[str]] = {}
-    if not study_ids:
-        return modalities, sop_classes
-    v = _STUDY_VALUES
-    irregular_study = False
-    for row in fetch(conn, _study_values_statement(), {"study_ids": study_ids}):
-        if row.value is None:
-            irregular_study = irregular_study or row.what == 0
-            continue
-        (modalities if row.what == 0 else sop_classes).setdefault(int(row.study_id), set()).add(row.value)
-    if irregular_study:
-        found = conn.execute(
-            select(v.c.instance_id, v.c.study_id).where(
-                v.c.tag == _MODALITY, v.c.study_id.in_(study_ids), v.c.value.is_(None)
-            )
-        )
-        irregular = {int(row.instance_id): int(row.study_id) for row in found}
-        for item in conn.execute(
-            select(instances.c.id, instances.c.metadata).where(instances.c.id.in_(list(irregular)))
-        ):
-            element = _decode(item.metadata).get("00080060") or {}
-            values = element.get("Value") if isinstance(element, dict) else None
-            for value in values if isinstance(values, list) else ():
-                if isinstance(value, str):
-                    modalities.setdefault(irregular[item.id], set()).add(value)
-    return modalities, sop_classes
