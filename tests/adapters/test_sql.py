@@ -350,7 +350,11 @@ STUDY = "1.2.826.0.1.3680043.10.77"
 
 
 async def test_concurrent_adds_of_one_study(index: SqlIndex) -> None:
-    per_task = [[_record(STUDY, f"{STUDY}.{t}", f"{STUDY}.{t}.{i}") for i in range(25)] for t in range(4)]
+    modalities = ["CT", "MR", "US", "PT"]  # one per task: a lost update of the study's values shows
+    per_task = [
+        [_record(STUDY, f"{STUDY}.{t}", f"{STUDY}.{t}.{i}", modality=modalities[t]) for i in range(25)]
+        for t in range(4)
+    ]
 
     async def add_all(records: list[InstanceRecord]) -> None:
         for record in records + records[:5]:  # with duplicates of its own
@@ -362,6 +366,7 @@ async def test_concurrent_adds_of_one_study(index: SqlIndex) -> None:
         tg.start_soon(add_all, per_task[0][:10])  # duplicates racing the originals
     page = await index.search(parse_qido([], Level.STUDY, ResourceKey()))
     assert [(row.study_series, row.study_instances) for row in page.rows] == [(4, 100)]
+    assert page.rows[0].modalities_in_study == tuple(sorted(modalities))
     series = await index.search(parse_qido([], Level.SERIES, ResourceKey(STUDY)))
     assert [row.series_instances for row in series.rows] == [25, 25, 25, 25]
     assert len([r async for r in index.records(ResourceKey(STUDY))]) == 100
