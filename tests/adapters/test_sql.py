@@ -739,12 +739,14 @@ async def test_version_8_keeps_the_study_values_on_the_study_row(index: SqlIndex
         ("1.2.60", '["CT","MR"]'),
         ("1.2.61", f'["CT","{long_modality}"]'),
     ]
-    async with index._engine.begin() as conn:  # as stored before version 8
+    async with index._engine.begin() as conn:  # not known (a value a column cannot hold)
         await conn.execute(update(studies).values(representative_id=None, modalities=None, sop_classes=None))
-    assert await _study_values(index) == expected  # not known: computed
-    async with index._engine.begin() as conn:
+    assert await _study_values(index) == expected  # computed
+    async with index._engine.begin() as conn:  # back to the version 7 schema
+        for column in ("representative_id", "modalities", "sop_classes"):
+            await conn.execute(text(f"ALTER TABLE {studies.name} DROP COLUMN {column}"))
         await conn.execute(update(schema_version).values(version=7))
-    await index.open()  # upgrades to version 8: fills them in
+    await index.open()  # upgrades to version 8: adds and fills them
     assert await _study_rows(index) == kept
     assert await _study_values(index) == expected
     # (the change feed keeps no Modality longer than a CS value: it used to fail the batch)
