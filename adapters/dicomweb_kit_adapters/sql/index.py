@@ -440,7 +440,8 @@ class SqlIndex:
         params = {"uids": study_uids}
         locked = run.rows(_LOCK_STUDIES, params)
         if len(locked) < len(study_uids):
-            new = [(uid, 0, 0) for uid in study_uids if uid not in {row.study_uid for row in locked}]
+            present = {row.study_uid for row in locked}
+            new = [(uid, 0, 0) for uid in study_uids if uid not in present]
             run.insert(_insert_studies(self._kind), ("study_uid", "num_series", "num_instances"), new)
             locked = run.rows(_LOCK_STUDIES, params)
         found = {row.study_uid: int(row.id) for row in locked}
@@ -489,12 +490,15 @@ class SqlIndex:
             values["num_series"] = conn.scalar(
                 select(func.count()).select_from(series).where(series.c.study_id == entity_id)
             )
-        newest = conn.scalar(
-            select(instances.c.metadata).where(link == entity_id).order_by(instances.c.id.desc()).limit(1)
-        )
-        values.update(representative(_decode(newest or b"{}"), columns))
+        newest = conn.execute(
+            select(instances.c.id, instances.c.metadata)
+            .where(link == entity_id)
+            .order_by(instances.c.id.desc())
+            .limit(1)
+        ).one()
+        values.update(representative(_decode(newest.metadata), columns))
         if table is studies:
-            values["representative_id"] = conn.scalar(select(func.max(instances.c.id)).where(link == entity_id))
+            values["representative_id"] = newest.id
             modalities, sop_classes = study_values(conn, [entity_id])
             values["modalities"] = encode_values(modalities.get(entity_id, ()))
             values["sop_classes"] = encode_values(sop_classes.get(entity_id, ()))
